@@ -1,0 +1,168 @@
+"""boto3 client factory and the few DynamoDB facts every layer needs.
+
+Region, endpoint and credentials come from boto3's own chain (AWS_PROFILE, AWS_REGION,
+AWS_ENDPOINT_URL_DYNAMODB, ...); explicit values from config or flags win.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from .errors import AwsError, TableError
+
+THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "LimitExceededException",
+    }
+)
+
+
+def make_client(
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    max_pool_connections: int = 32,
+    retry_mode: str = "adaptive",
+    max_attempts: int = 10,
+) -> Any:
+    """A DynamoDB client whose pool fits the backfill's concurrency and whose retries back off."""
+    session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+    cfg = BotoConfig(
+        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    try:
+        return session.client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=cfg
+        )
+    except NoRegionError:
+        raise AwsError(
+            "no AWS region configured: set AWS_REGION, `region` in dyn.toml, or pass --region"
+        ) from None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What DescribeTable says that the engine needs: key names and types, billing, size."""
+
+    name: str
+    pk_name: str
+    pk_type: str
+    sk_name: str | None = None
+    sk_type: str | None = None
+    billing_mode: str = "PAY_PER_REQUEST"
+    item_count: int = 0
+    size_bytes: int = 0
+    status: str = "ACTIVE"
+    gsis: dict[str, dict] = field(default_factory=dict)
+    provisioned: dict[str, int] | None = None
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return (self.pk_name,) if self.sk_name is None else (self.pk_name, self.sk_name)
+
+    def key_of(self, item: dict) -> dict:
+        """The primary key of an item (in whatever representation the item is in)."""
+        return {k: item[k] for k in self.key_names}
+
+
+def table_info_from_description(desc: dict) -> TableInfo:
+    types = {a["AttributeName"]: a["AttributeType"] for a in desc.get("AttributeDefinitions", [])}
+    pk = sk = None
+    for k in desc["KeySchema"]:
+        if k["KeyType"] == "HASH":
+            pk = k["AttributeName"]
+        else:
+            sk = k["AttributeName"]
+    billing = (desc.get("BillingModeSummary") or {}).get("BillingMode")
+    pt = desc.get("ProvisionedThroughput") or {}
+    if billing is None:
+        billing = "PROVISIONED" if pt.get("WriteCapacityUnits") else "PAY_PER_REQUEST"
+    provisioned = None
+    if billing == "PROVISIONED":
+        provisioned = {
+            "ReadCapacityUnits": int(pt.get("ReadCapacityUnits") or 1),
+            "WriteCapacityUnits": int(pt.get("WriteCapacityUnits") or 1),
+        }
+    return TableInfo(
+        name=desc["TableName"],
+        pk_name=pk,
+        pk_type=types.get(pk, "S"),
+        sk_name=sk,
+        sk_type=types.get(sk) if sk else None,
+        billing_mode=billing,
+        item_count=int(desc.get("ItemCount") or 0),
+        size_bytes=int(desc.get("TableSizeBytes") or 0),
+        status=desc.get("TableStatus", "ACTIVE"),
+        gsis={g["IndexName"]: g for g in desc.get("GlobalSecondaryIndexes", [])},
+        provisioned=provisioned,
+    )
+
+
+def describe_table(client: Any, table_name: str) -> TableInfo:
+    """DescribeTable, with AWS failures turned into one actionable line."""
+    try:
+        desc = client.describe_table(TableName=table_name)["Table"]
+    except ClientError as e:
+        if error_code(e) == "ResourceNotFoundException":
+            raise TableError(
+                f"table {table_name!r} does not exist at {endpoint_of(client)}: "
+                "create it first, or check --table / DYN_TABLE and the region/endpoint"
+            ) from None
+        raise translate(e, table_name, client) from None
+    except Exception as e:  # connection, credentials
+        raise translate(e, table_name, client) from None
+    return table_info_from_description(desc)
+
+
+def error_code(e: BaseException) -> str:
+    if isinstance(e, ClientError):
+        return e.response.get("Error", {}).get("Code", "")
+    return ""
+
+
+def endpoint_of(client: Any) -> str:
+    return f"{client.meta.endpoint_url} ({client.meta.region_name})"
+
+
+def translate(e: BaseException, table_name: str, client: Any) -> AwsError:
+    """Map a boto/botocore failure to a one-line AwsError naming what to check."""
+    where = endpoint_of(client)
+    if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
+        return AwsError(
+            f"no AWS credentials found for {where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY"
+        )
+    if isinstance(e, EndpointConnectionError):
+        return AwsError(
+            f"cannot reach DynamoDB at {where}: check --endpoint-url / AWS_ENDPOINT_URL_DYNAMODB "
+            "and that the server is running"
+        )
+    code = error_code(e)
+    if code in ("AccessDeniedException", "UnrecognizedClientException"):
+        return AwsError(
+            f"access denied on table {table_name!r} at {where} ({code}): check the credentials "
+            "and the IAM policy (`dyn iam-policy` prints one)"
+        )
+    if code == "ResourceNotFoundException":
+        return AwsError(f"table {table_name!r} not found at {where}")
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return AwsError(f"DynamoDB call failed on table {table_name!r} at {where}: {msg}")
