@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(install())
         return 0
     local = start(args.port, args.db_path)
+    signal.signal(signal.SIGTERM, lambda *_: (local.stop(), sys.exit(0)))
     print(f"DynamoDB Local on {local.endpoint_url} (Ctrl-C to stop)", flush=True)
     try:
         local.process.wait()

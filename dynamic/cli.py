@@ -1,0 +1,372 @@
+"""The `dyn` command line: parse arguments, call commands.py, render text or --json.
+
+No logic lives here. Errors become one line on stderr (`error: ...`) and an exit code
+(see README "Exit codes"); `--debug` adds the traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__, commands
+from .config import load_config
+from .errors import EXIT_ERROR, DynError
+
+
+class _State:
+    debug = False
+
+
+class DynGroup(TyperGroup):
+    """Turns DynError (and any unexpected exception) into one line and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DynError as e:
+            if _State.debug:
+                traceback.print_exc()
+            typer.echo(f"error: {e.message}", err=True)
+            raise typer.Exit(e.exit_code) from None
+        except Exception as e:
+            if _is_cli_control(e):  # usage errors, Exit, Abort: the CLI framework renders them
+                raise
+            return _unexpected(e)
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
+def _is_cli_control(e: BaseException) -> bool:
+    return isinstance(e, (typer.Exit, typer.Abort)) or type(e).__module__.split(".")[0] in ("click", "typer")
+
+
+def _unexpected(e: BaseException) -> None:
+    """A bug or an unexpected AWS failure: still one line, and exit 1."""
+    if _State.debug:
+        traceback.print_exc()
+    first = str(e).splitlines()[0] if str(e) else ""
+    typer.echo(f"error: unexpected {type(e).__name__}: {first} (run with --debug for the traceback)", err=True)
+    raise typer.Exit(EXIT_ERROR) from None
+
+
+app = typer.Typer(
+    cls=DynGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="dyn: versioned schema and data migrations for Amazon DynamoDB.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = typer.Option(False, "--json", help="Print only JSON on stdout.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dyn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="dyn.toml or pyproject.toml to use."),
+    table: Optional[str] = typer.Option(None, "--table", help="Table name (overrides config/DYN_TABLE)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="DynamoDB endpoint (e.g. local)."),
+    region: Optional[str] = typer.Option(None, "--region", help="AWS region."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="AWS profile."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    _State.debug = debug
+    ctx.obj = {"config": config, "overrides": {"table": table, "endpoint_url": endpoint_url,
+                                               "region": region, "profile": profile}}
+
+
+def _project(ctx: typer.Context, json_mode: bool = False, **overrides: Any) -> commands.Project:
+    obj = ctx.obj or {}
+    cfg = load_config(obj.get("config"), overrides={**obj.get("overrides", {}), **overrides})
+    return commands.Project(cfg, log=_log, progress=_progress_factory(json_mode))
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _progress_factory(json_mode: bool):
+    def make(label: str, total: int | None):
+        from .progress import make_progress
+
+        return make_progress(label, total, json_mode=json_mode)
+
+    return make
+
+
+def _emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _rev_line(d: dict) -> str:
+    parents = ", ".join(d["down_revision"]) or "<base>"
+    marks = [m for m, k in (("(head)", "is_head"), ("(branchpoint)", "is_branch_point"),
+                            ("(mergepoint)", "is_merge_point"), ("(current)", "is_current")) if d.get(k)]
+    labels = f" ({', '.join(d['branch_labels'])})" if d.get("branch_labels") else ""
+    return f"{parents} -> {d['revision']}{labels}{(' ' + ' '.join(marks)) if marks else ''}, {d['doc']}"
+
+
+# ---- files ----------------------------------------------------------------------------
+
+@app.command()
+def init(
+    directory: str = typer.Argument("migrations", help="Folder for the revision files."),
+    table: str = typer.Option(..., "--table", help="The DynamoDB table to migrate."),
+) -> None:
+    """Create dyn.toml and the migrations folder."""
+    r = commands.init(directory, table=table)
+    for p in r.created:
+        typer.echo(f"created {p}")
+
+
+@app.command()
+def revision(
+    ctx: typer.Context,
+    message: str = typer.Option(..., "-m", "--message", help="What the revision does."),
+    head: Optional[str] = typer.Option(None, "--head", help="Parent revision (default: the current head)."),
+    branch_label: List[str] = typer.Option([], "--branch-label", help="Label for a new branch."),
+    depends_on: List[str] = typer.Option([], "--depends-on", help="Revision that must be applied first."),
+    rev_id: Optional[str] = typer.Option(None, "--rev-id", help="Use this revision id."),
+) -> None:
+    """Create a new revision file."""
+    path = commands.revision(_project(ctx), message, head=head, branch_label=branch_label,
+                             depends_on=depends_on, rev_id=rev_id)
+    typer.echo(f"created {path}")
+
+
+@app.command()
+def merge(
+    ctx: typer.Context,
+    revisions: List[str] = typer.Argument(..., help="Revisions to join, or `heads`."),
+    message: str = typer.Option(..., "-m", "--message"),
+    rev_id: Optional[str] = typer.Option(None, "--rev-id"),
+) -> None:
+    """Create a revision that joins several heads."""
+    path = commands.merge(_project(ctx), revisions, message, rev_id=rev_id)
+    typer.echo(f"created {path}")
+
+
+@app.command()
+def heads(ctx: typer.Context, json_: bool = JsonOpt) -> None:
+    """Show the heads of the revision graph."""
+    data = commands.heads(_project(ctx))
+    if json_:
+        return _emit_json(data)
+    for d in data:
+        typer.echo(_rev_line(d))
+
+
+@app.command()
+def branches(ctx: typer.Context, json_: bool = JsonOpt) -> None:
+    """Show branch points."""
+    data = commands.branches(_project(ctx))
+    if json_:
+        return _emit_json(data)
+    for d in data:
+        typer.echo(_rev_line(d))
+        for c in d["children"]:
+            typer.echo(f"    -> {c}")
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    rev_range: Optional[str] = typer.Option(None, "-r", "--rev-range", help="START:END"),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+    applied: bool = typer.Option(False, "--applied", help="What was applied to the table, from its records."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Show the revision chain, newest first (or, with --applied, the table's history records)."""
+    project = _project(ctx)
+    if applied:
+        data = commands.applied_history(project)
+        if json_:
+            return _emit_json(data)
+        if not data:
+            typer.echo("no revisions applied to this table yet")
+        for h in data:
+            counts = h.get("counts") or {}
+            c = ", ".join(f"{k} {v}" for k, v in counts.items() if k in ("scanned", "updated", "deleted", "put"))
+            typer.echo(f"{h.get('finished', h.get('started', ''))}  {h.get('direction', ''):5} "
+                       f"{h.get('revision', '')}  {h.get('who', '')}  {h.get('seconds', 0)}s"
+                       f"{('  ' + c) if c else ''}")
+        return
+    data = commands.history(project, rev_range, verbose=verbose)
+    if json_:
+        return _emit_json(data)
+    for d in data:
+        typer.echo(_rev_line(d))
+        if verbose:
+            typer.echo(f"    path: {d['path']}\n    checksum: {d['checksum']}")
+
+
+@app.command()
+def show(ctx: typer.Context, rev: str = typer.Argument(...), json_: bool = JsonOpt) -> None:
+    """Show one revision."""
+    d = commands.show(_project(ctx), rev)
+    if json_:
+        return _emit_json(d)
+    typer.echo(f"Rev: {d['revision']}" + "".join(
+        f" ({m})" for m, k in (("head", "is_head"), ("branchpoint", "is_branch_point"),
+                               ("mergepoint", "is_merge_point")) if d[k]))
+    typer.echo(f"Parent: {', '.join(d['down_revision']) or '<base>'}")
+    if d["children"]:
+        typer.echo(f"Children: {', '.join(d['children'])}")
+    if d["branch_labels"]:
+        typer.echo(f"Branch labels: {', '.join(d['branch_labels'])}")
+    if d["depends_on"]:
+        typer.echo(f"Depends on: {', '.join(d['depends_on'])}")
+    typer.echo(f"Path: {d['path']}\n\n    " + d["docstring"].replace("\n", "\n    "))
+
+
+# ---- table state ----------------------------------------------------------------------
+
+@app.command()
+def current(ctx: typer.Context, verbose: bool = typer.Option(False, "-v", "--verbose"),
+            json_: bool = JsonOpt) -> None:
+    """Show the table's current revision(s), lock and any step in progress."""
+    d = commands.current(_project(ctx), verbose=verbose)
+    if json_:
+        return _emit_json(d)
+    if not d["heads"]:
+        typer.echo("<base> (nothing applied)")
+    for h in d["heads"]:
+        typer.echo(f"{h['revision']}{' (head)' if h['is_head'] else ''}, {h['doc']}")
+    if d["dirty"]:
+        x = d["dirty"]
+        typer.echo(f"in progress: {x.get('direction')} of {x.get('revision')} since {x.get('started')} "
+                   f"by {x.get('who')}")
+    if d["lock"]:
+        lk = d["lock"]
+        typer.echo(f"locked by {lk.get('host')}/{lk.get('pid')} since {lk.get('since')}")
+    if verbose:
+        for w in d.get("warnings", []):
+            typer.echo(f"warning: {w}")
+        for h in d.get("history", []):
+            typer.echo(f"  {h.get('finished', '')} {h.get('direction', '')} {h.get('revision', '')} "
+                       f"by {h.get('who', '')} in {h.get('seconds', 0)}s")
+
+
+def _render_run(r, json_: bool) -> None:
+    if json_:
+        return _emit_json(r.as_dict())
+    if r.nothing_to_do:
+        where = ", ".join(r.heads_after) or "base"
+        typer.echo(f"nothing to do: the table is already at {where}")
+        return
+    prefix = "would run" if r.dry_run else "ran"
+    for s in r.steps:
+        typer.echo(f"{prefix} {s.direction}grade {s.revision}: {s.doc} ({s.seconds:.1f}s)")
+        for o in s.ops:
+            counts = o.get("counts") or {}
+            c = ", ".join(f"{k} {v}" for k, v in counts.items()
+                          if k in ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted",
+                                   "put", "would_put") and v)
+            typer.echo(f"    {o['op']} {o['detail']}{('  (' + c + ')') if c else ''}")
+    updated = sum(int(s.counts.get("updated", 0)) for s in r.steps)
+    typer.echo(f"{'would apply' if r.dry_run else 'applied'} {len(r.steps)} revision(s), "
+               f"{updated} item(s) {'to update' if r.dry_run else 'updated'}, in {r.seconds:.1f}s; "
+               f"heads now {', '.join(r.heads_after) or 'base'}" if not r.dry_run else
+               f"would apply {len(r.steps)} revision(s), {updated} item(s) to update; nothing was written")
+
+
+@app.command()
+def upgrade(
+    ctx: typer.Context,
+    target: str = typer.Argument("head", help="head, heads, +N, a revision, label@head ..."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change; write nothing."),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="Seconds to wait for the lock."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
+    max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
+    max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Apply pending revisions up to TARGET."""
+    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu)
+    _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout), json_)
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def downgrade(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="-1, -N, base, a revision ..."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change; write nothing."),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="Seconds to wait for the lock."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
+    max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
+    max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Revert applied revisions down to TARGET."""
+    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu)
+    _render_run(commands.downgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout), json_)
+
+
+@app.command()
+def stamp(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="Revision(s) to record as current; `base` for none."),
+    purge: bool = typer.Option(False, "--purge", help="Ignore (and replace) whatever the table records."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Record TARGET as the table's revision without running anything."""
+    r = commands.stamp(_project(ctx), target, purge=purge)
+    if json_:
+        return _emit_json(r.as_dict())
+    typer.echo(f"stamped {', '.join(r.heads_after) or 'base'} (was {', '.join(r.heads_before) or 'base'})")
+
+
+@app.command()
+def check(ctx: typer.Context, json_: bool = JsonOpt) -> None:
+    """Exit 0 when the table is at head, 3 when revisions are pending (the CI gate)."""
+    d = commands.check(_project(ctx))
+    if json_:
+        return _emit_json(d)
+    typer.echo(f"table {d['table']} is at head ({', '.join(d['heads']) or 'base'})")
+
+
+@app.command("lock")
+def lock_cmd(ctx: typer.Context, json_: bool = JsonOpt) -> None:
+    """Show who holds the migration lock."""
+    d = commands.lock_status(_project(ctx))
+    if json_:
+        return _emit_json(d)
+    typer.echo("not locked" if not d else
+               f"locked by {d.get('host')}/{d.get('pid')} since {d.get('since')} (lease {d.get('lease_seconds')}s)")
+
+
+@app.command()
+def unlock(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", help="Really force-release."),
+           json_: bool = JsonOpt) -> None:
+    """Force-release the migration lock (only when its holder is dead)."""
+    if not yes:
+        typer.echo("error: unlock force-releases another runner's lock; pass --yes if that runner is dead",
+                   err=True)
+        raise typer.Exit(2)
+    d = commands.unlock(_project(ctx))
+    if json_:
+        return _emit_json(d)
+    typer.echo("was not locked" if not d else f"released the lock held by {d.get('host')}/{d.get('pid')}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

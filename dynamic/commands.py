@@ -1,0 +1,317 @@
+"""One function per `dyn` command: the Python API (a Lambda, a test or a notebook calls these).
+
+Each takes a :class:`Project` (configuration plus lazily made client, table description and
+store) and returns plain data; ``cli.py`` only parses arguments and renders what comes back.
+
+    from dynamic import commands
+    from dynamic.config import load_config
+    project = commands.Project(load_config(overrides={"table": "app-prod"}))
+    result = commands.upgrade(project, "head")
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import dynamo
+from . import lock as locklib
+from .config import CONFIG_FILE, Config
+from .errors import ChecksumMismatch, DirtyState, MultipleHeads, NotAtHead, UsageError
+from .graph import Revision
+from .operations import OpSettings
+from .runner import RunOptions, RunResult, Runner, checksum_warnings
+from .scripts import TEMPLATE_NAME, ScriptDirectory, render, templates_dir
+from .store import Store
+
+
+class Project:
+    """A configuration plus the things made from it on first use (client, table, store)."""
+
+    def __init__(self, config: Config, *, client: Any = None, log: Callable[[str], None] | None = None,
+                 progress: Callable[[str, int | None], Any] | None = None):
+        self.config = config
+        self.scripts = ScriptDirectory(config.script_dir)
+        self._client = client
+        self._table: dynamo.TableInfo | None = None
+        self._store: Store | None = None
+        self.log = log or (lambda msg: None)
+        self.progress = progress
+
+    @property
+    def graph(self):
+        return self.scripts.graph
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            c = self.config
+            self._client = dynamo.make_client(
+                region=c.region, endpoint_url=c.endpoint_url, profile=c.profile,
+                max_pool_connections=max(32, (c.workers or 16) * 2 + 4), retry_mode=c.retry_mode,
+            )
+        return self._client
+
+    @property
+    def table(self) -> dynamo.TableInfo:
+        if self._table is None:
+            self._table = dynamo.describe_table(self.client, self.config.require_table())
+        return self._table
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.client, self.table, meta_pk=self.config.meta_pk)
+        return self._store
+
+    def runner(self, *, dry_run: bool = False, lock_timeout: float | None = None) -> Runner:
+        c = self.config
+        options = RunOptions(
+            dry_run=dry_run,
+            lease_seconds=c.lock_lease_seconds,
+            lock_timeout=c.lock_timeout if lock_timeout is None else lock_timeout,
+            settings=OpSettings(workers=c.workers, segments=c.segments, page_size=c.page_size,
+                                max_wcu=c.max_wcu, max_rcu=c.max_rcu, dry_run=dry_run),
+            log=self.log,
+            progress=self.progress,
+        )
+        self.graph  # load revision files before touching AWS: a broken file fails first
+        return Runner(self.scripts, self.client, self.table, self.store, options)
+
+
+# ---- files only -----------------------------------------------------------------------
+
+@dataclass
+class InitResult:
+    config_path: Path
+    script_dir: Path
+    created: list[Path]
+
+
+def init(directory: str | os.PathLike = "migrations", *, table: str, cwd: Path | None = None) -> InitResult:
+    """Write dyn.toml and DIR/ with versions/ and an editable copy of the revision template."""
+    cwd = Path(cwd or Path.cwd())
+    if not table:
+        raise UsageError("dyn init needs --table NAME (the DynamoDB table to migrate)")
+    target = Path(directory)
+    script_dir = target if target.is_absolute() else cwd / target
+    config_path = cwd / CONFIG_FILE
+    if config_path.exists():
+        raise UsageError(f"{config_path} already exists: this project is already set up")
+    if script_dir.exists() and any(script_dir.iterdir()):
+        raise UsageError(f"{script_dir} exists and is not empty: choose another directory")
+    try:
+        rel = script_dir.relative_to(cwd).as_posix()
+    except ValueError:
+        rel = str(script_dir)
+    # validate the table name before writing anything
+    from .config import _validate
+
+    _validate(Config(table=table))
+    text = render("dyn.toml.j2", table=table, script_location=rel)
+    (script_dir / "versions").mkdir(parents=True, exist_ok=True)
+    tpl = script_dir / TEMPLATE_NAME
+    tpl.write_text((templates_dir() / TEMPLATE_NAME).read_text(encoding="utf-8"), encoding="utf-8")
+    readme = script_dir / "README"
+    readme.write_text(
+        "Revision files for dyn. `dyn revision -m MSG` adds one; edit revision.py.j2 to change\n"
+        "what new revisions look like.\n", encoding="utf-8")
+    config_path.write_text(text, encoding="utf-8")
+    return InitResult(config_path, script_dir, [config_path, script_dir / "versions", tpl, readme])
+
+
+def revision(project: Project, message: str, *, head: str | None = None,
+             branch_label: Sequence[str] = (), depends_on: Sequence[str] = (),
+             rev_id: str | None = None) -> Path:
+    """Create a new revision file on top of the current head (or ``head``)."""
+    graph = project.graph
+    if head is not None:
+        down = tuple(graph.resolve(head)) if head != "base" else ()
+    elif len(graph.heads) > 1:
+        raise MultipleHeads(
+            f"multiple heads ({', '.join(graph.heads)}): pass --head REV to choose the parent, "
+            "or join them with `dyn merge heads`")
+    else:
+        down = tuple(graph.heads)
+    deps = tuple(graph.resolve_id(d) for d in depends_on)
+    return project.scripts.generate(message, down_revision=down, rev_id=rev_id,
+                                    branch_labels=tuple(branch_label), depends_on=deps)
+
+
+def merge(project: Project, revisions: Sequence[str], message: str, *, rev_id: str | None = None) -> Path:
+    """Create a merge revision whose parents are ``revisions`` (or all ``heads``)."""
+    graph = project.graph
+    parents: list[str] = []
+    for r in revisions:
+        for x in (graph.heads if r == "heads" else graph.resolve(r)):
+            if x not in parents:
+                parents.append(x)
+    if len(parents) < 2:
+        raise UsageError(f"a merge needs at least two revisions to join, got {', '.join(parents) or 'none'}")
+    return project.scripts.generate(message, down_revision=tuple(parents), rev_id=rev_id)
+
+
+def describe(project: Project, rev: Revision, current: Sequence[str] = ()) -> dict:
+    g = project.graph
+    applied = g.closure(tuple(current)) if current else set()
+    return {
+        "revision": rev.revision,
+        "down_revision": list(rev.down_revision),
+        "branch_labels": list(rev.branch_labels),
+        "depends_on": list(rev.depends_on),
+        "doc": rev.doc,
+        "path": rev.path,
+        "is_head": g.is_head(rev.revision),
+        "is_branch_point": g.is_branch_point(rev.revision),
+        "is_merge_point": g.is_merge_point(rev.revision),
+        "is_current": rev.revision in current,
+        "applied": rev.revision in applied,
+    }
+
+
+def heads(project: Project) -> list[dict]:
+    """The heads of the revision graph (files only)."""
+    g = project.graph
+    return [describe(project, g.get(h)) for h in g.heads]
+
+
+def branches(project: Project) -> list[dict]:
+    """Branch points and the revisions that start each branch."""
+    g = project.graph
+    out = []
+    for bp in sorted(g.branch_points):
+        d = describe(project, g.get(bp))
+        d["children"] = list(g.children(bp))
+        out.append(d)
+    return out
+
+
+def _try_current(project: Project) -> tuple[str, ...] | None:
+    """The table's heads when a table is configured and reachable; None otherwise."""
+    if not project.config.table:
+        return None
+    try:
+        return tuple(project.store.read().heads)
+    except Exception:
+        return None
+
+
+def history(project: Project, rev_range: str | None = None, *, verbose: bool = False,
+            with_current: bool = True) -> list[dict]:
+    """Revisions newest first; ``rev_range`` is ``START:END`` (either side may be empty)."""
+    start = end = None
+    if rev_range:
+        if ":" not in rev_range:
+            raise UsageError(f"history range {rev_range!r} must look like START:END (e.g. base:head)")
+        start, end = (x or None for x in rev_range.split(":", 1))
+    current = _try_current(project) if with_current else None
+    revs = project.graph.history(start, end)
+    out = []
+    for r in revs:
+        d = describe(project, r, current or ())
+        if current is None:
+            d.pop("is_current")
+            d.pop("applied")
+        if verbose:
+            s = project.scripts.get(r.revision)
+            d["checksum"] = s.checksum
+            d["docstring"] = (s.module.__doc__ or "").strip()
+        out.append(d)
+    return out
+
+
+def show(project: Project, rev: str) -> dict:
+    """One revision in full."""
+    g = project.graph
+    rid = g.resolve_id(rev)
+    s = project.scripts.get(rid)
+    d = describe(project, g.get(rid))
+    d["docstring"] = (s.module.__doc__ or "").strip()
+    d["checksum"] = s.checksum
+    d["children"] = list(g.children(rid))
+    return d
+
+
+# ---- table state ----------------------------------------------------------------------
+
+def current(project: Project, *, verbose: bool = False) -> dict:
+    """The table's current heads, the lock and any step left in progress."""
+    g = project.graph
+    record = project.store.read()
+    project.store.check_format(record)
+    g.check_known(record.heads)
+    out: dict[str, Any] = {
+        "table": project.table.name,
+        "heads": [{"revision": h, "is_head": g.is_head(h), "doc": g.get(h).doc} for h in record.heads],
+        "at_head": set(record.heads) == set(g.heads),
+        "dirty": record.dirty,
+        "lock": _lock_dict(record.lock),
+        "format": record.format,
+        "dyn_version": record.dyn_version,
+    }
+    if verbose:
+        out["history"] = project.store.history()[:10]
+        out["warnings"] = checksum_warnings(project.scripts, record.checksums)
+    return out
+
+
+def applied_history(project: Project) -> list[dict]:
+    """The history records kept in the table, newest first."""
+    return project.store.history()
+
+
+def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
+            lock_timeout: float | None = None) -> RunResult:
+    """Apply pending revisions up to ``target``."""
+    return project.runner(dry_run=dry_run, lock_timeout=lock_timeout).upgrade(target)
+
+
+def downgrade(project: Project, target: str, *, dry_run: bool = False,
+              lock_timeout: float | None = None) -> RunResult:
+    """Revert applied revisions down to ``target`` (``-1``, ``base``, a revision)."""
+    return project.runner(dry_run=dry_run, lock_timeout=lock_timeout).downgrade(target)
+
+
+def stamp(project: Project, target: str, *, purge: bool = False, dry_run: bool = False) -> RunResult:
+    """Record ``target`` as the table's heads without running anything."""
+    return project.runner(dry_run=dry_run).stamp(target, purge=purge)
+
+
+def check(project: Project) -> dict:
+    """Raise NotAtHead (exit 3) when revisions are pending, DirtyState when a step is in progress."""
+    g = project.graph
+    record = project.store.read()
+    project.store.check_format(record)
+    g.check_known(record.heads)
+    warnings = checksum_warnings(project.scripts, record.checksums)
+    for w in warnings:
+        project.log(f"warning: {w}")
+    if record.dirty:
+        d = record.dirty
+        raise DirtyState(f"{d.get('direction')} of revision {d.get('revision')} is in progress "
+                         f"(started {d.get('started')} by {d.get('who')}): run `dyn upgrade` to resume")
+    pending = g.upgrade_plan(record.heads, g.heads)
+    if pending:
+        names = ", ".join(s.revision.revision for s in pending)
+        raise NotAtHead(f"table {project.table.name} is not at head: {len(pending)} pending "
+                        f"revision(s): {names}; run `dyn upgrade head`")
+    return {"table": project.table.name, "heads": list(record.heads), "at_head": True, "warnings": warnings}
+
+
+def lock_status(project: Project) -> dict | None:
+    """Who holds the table's migration lock, and since when."""
+    return _lock_dict(locklib.read_lock(project.store))
+
+
+def unlock(project: Project) -> dict | None:
+    """Force-release the lock (the holder, if alive, stops at its next write)."""
+    return _lock_dict(locklib.force_release(project.store))
+
+
+def _lock_dict(info: Any) -> dict | None:
+    if info is None:
+        return None
+    d = dict(vars(info)) if not isinstance(info, dict) else dict(info)
+    d.pop("rvn", None)
+    return d

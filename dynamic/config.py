@@ -1,0 +1,212 @@
+"""dyn.toml / [tool.dyn] / DYN_<KEY> environment / flags, resolved into one frozen Config.
+
+Precedence, lowest to highest: defaults, the config file, DYN_<KEY>, command-line flags.
+String values expand ``${VAR}`` and ``${VAR:-default}`` so one project serves
+dev/staging/prod tables (``table = "app-${STAGE}"``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+CONFIG_FILE = "dyn.toml"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a command needs to know about the project and the table it migrates."""
+
+    table: str | None = None
+    script_location: str = "migrations"
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    meta_pk: str = "_dyn"
+    lock_lease_seconds: float = 60.0
+    lock_timeout: float = 600.0
+    workers: int | None = None
+    segments: int | None = None
+    page_size: int | None = None
+    max_wcu: float | None = None
+    max_rcu: float | None = None
+    retry_mode: str = "adaptive"
+    # where the config came from; script_location is relative to root
+    path: Path | None = field(default=None, compare=False)
+    root: Path = field(default_factory=Path.cwd, compare=False)
+
+    @property
+    def script_dir(self) -> Path:
+        p = Path(self.script_location)
+        return p if p.is_absolute() else self.root / p
+
+    def require_table(self) -> str:
+        if not self.table:
+            raise ConfigError(
+                "no table configured: set `table` in dyn.toml, DYN_TABLE, or pass --table"
+            )
+        return self.table
+
+
+KEYS: dict[str, type] = {
+    f.name: f.type for f in fields(Config) if f.name not in ("path", "root")  # type: ignore[misc]
+}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand(value: str, key: str, env: Mapping[str, str]) -> str:
+    """Expand ${VAR} / ${VAR:-default}; an unset VAR without default is an error naming it."""
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"config key {key!r} uses ${{{name}}}, which is not set: export {name} "
+            f"or write ${{{name}:-default}}"
+        )
+
+    return _VAR.sub(sub, value)
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    kind = KEYS[key]
+    kind_s = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if value is None:
+        return None
+    try:
+        if "float" in kind_s:
+            return float(value) if value != "" else None
+        if "int" in kind_s:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if value != "" else None
+        if isinstance(value, (int, float)) and key == "meta_pk":
+            return str(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        want = "a number" if ("int" in kind_s or "float" in kind_s) else "a string"
+        raise ConfigError(f"config key {key!r} from {source} must be {want}, got {value!r}") from None
+
+
+def find_config(start: Path) -> tuple[Path | None, dict]:
+    """Walk up from ``start`` to the first dyn.toml, or pyproject.toml with [tool.dyn]."""
+    for d in [start, *start.parents]:
+        f = d / CONFIG_FILE
+        if f.is_file():
+            return f, _section(f, ("dyn",))
+        pp = d / "pyproject.toml"
+        if pp.is_file():
+            data = _read_toml(pp)
+            if isinstance(data.get("tool"), dict) and "dyn" in data["tool"]:
+                return pp, data["tool"]["dyn"]
+    return None, {}
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+
+
+def _section(path: Path, names: tuple[str, ...]) -> dict:
+    data = _read_toml(path)
+    if path.name == "pyproject.toml":
+        sec = data.get("tool", {}).get("dyn")
+        if sec is None:
+            raise ConfigError(f"{path} has no [tool.dyn] table")
+        return sec
+    for n in names:
+        if n in data:
+            return data[n]
+    raise ConfigError(f"{path} has no [dyn] table: start it with a line `[dyn]`")
+
+
+def load_config(
+    config_path: str | os.PathLike | None = None,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Find and merge the configuration; ``overrides`` are flag values (None = not given)."""
+    env = os.environ if env is None else env
+    cwd = Path(cwd) if cwd else Path.cwd()
+    if config_path:
+        path = Path(config_path)
+        if not path.is_absolute():
+            path = cwd / path
+        if not path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist")
+        raw = _section(path, ("dyn",))
+    else:
+        path, raw = find_config(cwd)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in KEYS:
+            raise ConfigError(
+                f"unknown config key {key!r} in {path}: known keys are {', '.join(sorted(KEYS))}"
+            )
+        if isinstance(value, str):
+            value = expand(value, key, env)
+        values[key] = _coerce(key, value, str(path))
+    for key in KEYS:
+        ev = env.get(f"DYN_{key.upper()}")
+        if ev is not None:
+            values[key] = _coerce(key, expand(ev, key, env), f"DYN_{key.upper()}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            if key not in KEYS:
+                raise ConfigError(f"unknown config key {key!r}")
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    root = path.parent if path else cwd
+    cfg = Config(path=path, root=root, **values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.lock_lease_seconds <= 0:
+        raise ConfigError("lock_lease_seconds must be positive")
+    if cfg.lock_timeout < 0:
+        raise ConfigError("lock_timeout must be zero or positive")
+    for k in ("workers", "segments", "page_size"):
+        v = getattr(cfg, k)
+        if v is not None and v < 1:
+            raise ConfigError(f"{k} must be at least 1, got {v}")
+    for k in ("max_wcu", "max_rcu"):
+        v = getattr(cfg, k)
+        if v is not None and v <= 0:
+            raise ConfigError(f"{k} must be positive, got {v}")
+    if cfg.retry_mode not in ("standard", "adaptive", "legacy"):
+        raise ConfigError(f"retry_mode must be standard or adaptive, got {cfg.retry_mode!r}")
+    if cfg.table is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", cfg.table):
+        raise ConfigError(
+            f"table name {cfg.table!r} is not a valid DynamoDB table name "
+            "(3-255 characters: letters, digits, _ . -)"
+        )
+
+
+def with_overrides(cfg: Config, **kw: Any) -> Config:
+    """A copy with some values replaced (flags given after loading)."""
+    kw = {k: v for k, v in kw.items() if v is not None}
+    new = replace(cfg, **kw)
+    _validate(new)
+    return new

@@ -1,0 +1,577 @@
+"""The revision graph: heads, bases, labels, target resolution and upgrade/downgrade plans.
+
+Pure data and algorithms — no I/O, no boto3, no files. ``scripts.py`` loads the revision
+files into :class:`Revision` objects; the runner asks this module *what* to apply and in
+which order, and records each step's ``heads_after`` in the table.
+
+Vocabulary (as in Alembic):
+
+- ``down_revision`` edges are *structural*: they decide heads, bases, branch points, merges.
+- ``depends_on`` edges only order and close: a depended-on revision is applied first, but it
+  stays the head of its own branch.
+- A *state* is a set of heads; the applied set is its :meth:`RevisionGraph.closure`. The
+  empty tuple is ``base`` (nothing applied).
+
+Every ordering is deterministic: revisions get a fixed position from one topological sort
+(oldest first, finishing a line of revisions before starting a sibling, ties by id), and
+all plans, heads and listings follow it.
+"""
+from __future__ import annotations
+
+import heapq
+import re
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .errors import GraphError, MultipleHeads, ScriptError, UnknownRevision
+
+MIN_PREFIX = 4
+RESERVED = frozenset({"head", "heads", "base", "current"})
+_RELATIVE = re.compile(r"([+-])(\d+)")
+_REV_RELATIVE = re.compile(r"(.+?)([+-])(\d+)")
+_BAD_ID_CHARS = re.compile(r"[\s@,:]")
+
+
+def _as_tuple(value) -> tuple[str, ...]:
+    """None/str/iterable -> tuple of non-empty strings (so ``down_revision="a"`` works)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    return tuple(v for v in value if v)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision file, as far as the graph cares."""
+
+    revision: str
+    down_revision: tuple[str, ...] = ()  # () for a base; 2+ for a merge
+    branch_labels: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    doc: str = ""  # first line of the docstring (the message)
+    path: str = ""  # the file it came from, for error messages only
+
+    def __post_init__(self):
+        for name in ("down_revision", "branch_labels", "depends_on"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+
+    @property
+    def where(self) -> str:
+        """``'abc' (versions/abc.py)`` — how errors name this revision."""
+        return f"'{self.revision}' ({self.path})" if self.path else f"'{self.revision}'"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Apply (``up``) or revert (``down``) one revision; the heads around it are what the
+    table records before and after the step."""
+
+    revision: Revision
+    direction: str  # "up" | "down"
+    heads_before: tuple[str, ...]
+    heads_after: tuple[str, ...]
+
+
+def _ids(ids: Iterable[str]) -> str:
+    return ", ".join(ids)
+
+
+class RevisionGraph:
+    """An immutable, validated DAG of revisions."""
+
+    def __init__(self, revisions: Iterable[Revision]):
+        revs: dict[str, Revision] = {}
+        for rev in revisions:
+            rid = rev.revision
+            if not isinstance(rid, str) or not rid:
+                raise ScriptError(
+                    f"revision in {rev.path or '?'} has an empty revision id: set `revision` to a unique id"
+                )
+            if rid in revs:
+                raise ScriptError(
+                    f"duplicate revision id '{rid}' in {revs[rid].path or '?'} and {rev.path or '?'}:"
+                    " give one of them a new id"
+                )
+            if rid in RESERVED or _BAD_ID_CHARS.search(rid) or rid[0] in "+-":
+                raise ScriptError(
+                    f"revision id '{rid}' in {rev.path or '?'} is not usable (reserved word, or starts with"
+                    " +/-, or contains whitespace, '@', ',' or ':'): rename it"
+                )
+            revs[rid] = rev
+
+        self._labels: dict[str, str] = {}
+        for rev in revs.values():
+            for label in rev.branch_labels:
+                if label in self._labels:
+                    other = revs[self._labels[label]]
+                    raise GraphError(
+                        f"branch label '{label}' is used by both {other.where} and {rev.where}:"
+                        " labels must be unique"
+                    )
+                if label in revs or label in RESERVED or _BAD_ID_CHARS.search(label) or label[0] in "+-":
+                    raise GraphError(
+                        f"branch label '{label}' of {rev.where} clashes with a revision id or a reserved"
+                        " word, or contains whitespace, '@', ',' or ':': rename the label"
+                    )
+                self._labels[label] = rev.revision
+
+        # parents: structural (down_revision); deps: down_revision + depends_on (ordering)
+        self._parents: dict[str, tuple[str, ...]] = {}
+        self._deps: dict[str, tuple[str, ...]] = {}
+        for rid, rev in revs.items():
+            for p in rev.down_revision:
+                if p not in revs:
+                    raise GraphError(
+                        f"revision {rev.where} has down_revision '{p}', which does not exist:"
+                        " fix its down_revision or restore the missing revision file"
+                    )
+            deps = []
+            for d in rev.depends_on:
+                if d in revs:
+                    deps.append(d)
+                elif d in self._labels:  # Alembic allows a branch label in depends_on
+                    deps.append(self._labels[d])
+                else:
+                    raise GraphError(
+                        f"revision {rev.where} has depends_on '{d}', which does not exist:"
+                        " fix its depends_on or restore the missing revision file"
+                    )
+            self._parents[rid] = tuple(dict.fromkeys(rev.down_revision))
+            self._deps[rid] = tuple(dict.fromkeys(self._parents[rid] + tuple(deps)))
+
+        self._children: dict[str, list[str]] = {r: [] for r in revs}
+        self._dependents: dict[str, list[str]] = {r: [] for r in revs}
+        for rid in revs:
+            for p in self._parents[rid]:
+                self._children[p].append(rid)
+            for d in self._deps[rid]:
+                self._dependents[d].append(rid)
+
+        order = self._toposort(revs)
+        self._pos: dict[str, int] = {r: i for i, r in enumerate(order)}
+        for lst in (*self._children.values(), *self._dependents.values()):
+            lst.sort(key=self._pos.__getitem__)
+        self.revisions: dict[str, Revision] = {r: revs[r] for r in order}
+        self._sorted_ids = sorted(revs)
+        self._heads = tuple(r for r in order if not self._children[r])
+        self._bases = tuple(r for r in order if not self._parents[r])
+
+    # -- construction helpers -------------------------------------------------------------
+
+    def _toposort(self, revs: dict[str, Revision]) -> list[str]:
+        """Kahn's algorithm over down_revision + depends_on. Among ready revisions, prefer a
+        child of the one just placed (so a line of revisions stays together), then the
+        shallowest, then the smallest id."""
+        indeg = {r: len(self._deps[r]) for r in revs}
+        depth: dict[str, int] = {}
+        ready: list[tuple[int, str]] = []
+        for r in revs:
+            if not indeg[r]:
+                depth[r] = 0
+                heapq.heappush(ready, (0, r))
+        order: list[str] = []
+        done: set[str] = set()
+        preferred: tuple[int, str] | None = None
+        while preferred or ready:
+            if preferred:
+                _, r = preferred
+            else:
+                _, r = heapq.heappop(ready)
+                if r in done:
+                    continue
+            done.add(r)
+            order.append(r)
+            preferred = None
+            for c in self._dependents[r]:
+                indeg[c] -= 1
+                if not indeg[c]:
+                    depth[c] = 1 + max(depth[d] for d in self._deps[c])
+                    item = (depth[c], c)
+                    heapq.heappush(ready, item)
+                    if r in self._parents[c] and (preferred is None or item < preferred):
+                        preferred = item
+        if len(order) < len(revs):
+            raise GraphError(self._cycle_message(set(revs) - done))
+        return order
+
+    def _cycle_message(self, remaining: set[str]) -> str:
+        # Every revision left over has a left-over dependency: walk them until one repeats.
+        node = min(remaining)
+        seen: dict[str, int] = {}
+        path: list[str] = []
+        while node not in seen:
+            seen[node] = len(path)
+            path.append(node)
+            node = min(d for d in self._deps[node] if d in remaining)
+        cycle = path[seen[node]:][::-1]  # oldest first: each is a parent of the next
+        start = cycle.index(min(cycle))
+        cycle = cycle[start:] + cycle[:start]
+        chain = " -> ".join(cycle + [cycle[0]])
+        return (
+            f"cycle in the revision graph: {chain} (each is the down_revision or depends_on of the next):"
+            " break it by editing down_revision/depends_on in one of these files"
+        )
+
+    # -- basic queries ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.revisions)
+
+    def __contains__(self, rev_id: object) -> bool:
+        return rev_id in self.revisions
+
+    def get(self, rev_id: str) -> Revision:
+        try:
+            return self.revisions[rev_id]
+        except KeyError:
+            msg = f"unknown revision '{rev_id}': run `dyn history` to list revisions"
+            raise UnknownRevision(msg) from None
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Revisions that are nobody's down_revision, oldest first."""
+        return self._heads
+
+    @property
+    def bases(self) -> tuple[str, ...]:
+        return self._bases
+
+    @property
+    def branch_points(self) -> tuple[str, ...]:
+        return tuple(r for r in self.revisions if len(self._children[r]) >= 2)
+
+    @property
+    def merge_points(self) -> tuple[str, ...]:
+        return tuple(r for r in self.revisions if len(self._parents[r]) >= 2)
+
+    @property
+    def branch_labels(self) -> dict[str, str]:
+        """label -> the revision that declares it."""
+        return dict(self._labels)
+
+    def children(self, rev_id: str) -> tuple[str, ...]:
+        """Revisions whose down_revision includes ``rev_id``."""
+        self.get(rev_id)
+        return tuple(self._children[rev_id])
+
+    def is_head(self, rev_id: str) -> bool:
+        return rev_id in self.revisions and not self._children[rev_id]
+
+    def is_branch_point(self, rev_id: str) -> bool:
+        return rev_id in self.revisions and len(self._children[rev_id]) >= 2
+
+    def is_merge_point(self, rev_id: str) -> bool:
+        return rev_id in self.revisions and len(self._parents[rev_id]) >= 2
+
+    def _sorted(self, ids: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted(ids, key=self._pos.__getitem__))
+
+    def _walk(self, starts: Iterable[str], edges: dict, include_self: bool) -> set[str]:
+        starts = list(starts)
+        for s in starts:
+            self.get(s)
+        seen = set(starts)
+        stack = list(starts)
+        while stack:
+            for n in edges[stack.pop()]:
+                if n not in seen:
+                    seen.add(n)
+                    stack.append(n)
+        if not include_self:
+            seen.difference_update(starts)
+        return seen
+
+    def ancestors(self, rev: str, include_self: bool = True) -> set[str]:
+        """Everything ``rev`` needs, via down_revision and depends_on."""
+        return self._walk([rev], self._deps, include_self)
+
+    def descendants(self, rev: str, include_self: bool = True) -> set[str]:
+        """Everything that needs ``rev``, via down_revision and depends_on."""
+        return self._walk([rev], self._dependents, include_self)
+
+    def closure(self, heads: Iterable[str]) -> set[str]:
+        """Every revision applied when these are the heads (() -> nothing)."""
+        return self._walk(heads, self._deps, True)
+
+    def heads_of(self, applied: Iterable[str]) -> tuple[str, ...]:
+        """Structural heads of an applied set: members with no applied child."""
+        applied = set(applied)
+        return self._sorted(r for r in applied if not any(c in applied for c in self._children[r]))
+
+    def check_known(self, heads: Iterable[str], where: str = "the table") -> None:
+        unknown = [h for h in heads if h not in self.revisions]
+        if len(unknown) == 1:
+            raise GraphError(
+                f"{where} records revision '{unknown[0]}', which is not in the versions directory:"
+                " restore its file, or `dyn stamp` the table to a known revision"
+            )
+        if unknown:
+            names = ", ".join(f"'{u}'" for u in unknown)
+            raise GraphError(
+                f"{where} records revisions {names}, which are not in the versions directory:"
+                " restore their files, or `dyn stamp` the table to a known revision"
+            )
+
+    # -- identifiers and targets -----------------------------------------------------------
+
+    def resolve_id(self, ident: str) -> str:
+        """A full revision id, or a unique prefix of at least 4 characters."""
+        if ident in self.revisions:
+            return ident
+        i = bisect_left(self._sorted_ids, ident)
+        matches = []
+        while i < len(self._sorted_ids) and self._sorted_ids[i].startswith(ident) and len(matches) < 6:
+            matches.append(self._sorted_ids[i])
+            i += 1
+        if ident and len(matches) == 1 and len(ident) >= MIN_PREFIX:
+            return matches[0]
+        if ident and len(matches) > 1 and len(ident) >= MIN_PREFIX:
+            shown = _ids(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UnknownRevision(f"ambiguous revision '{ident}' matches {shown}: give more characters")
+        hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if ident and matches else ""
+        raise UnknownRevision(f"unknown revision '{ident}'{hint}: run `dyn history` to list revisions")
+
+    def _single_head(self) -> tuple[str, ...]:
+        if len(self._heads) > 1:
+            raise MultipleHeads(
+                f"multiple heads ({_ids(self._heads)}): use `heads`, `label@head` or a revision id,"
+                " or join them with `dyn merge`"
+            )
+        return self._heads
+
+    def _current(self, current: Sequence[str]) -> tuple[str, ...]:
+        self.check_known(current)
+        return self.heads_of(self.closure(current))
+
+    def resolve(self, target: str, current: Sequence[str] = ()) -> tuple[str, ...]:
+        """The set of heads a target names; () is base. ``current`` is the table's heads,
+        needed for relative targets (+N, -N, label@+N, label@-N, current)."""
+        target = target.strip()
+        if target == "heads":
+            return self._heads
+        if target == "head":
+            return self._single_head()
+        if target == "base":
+            return ()
+        if target == "current":
+            return self._current(current)
+        m = _RELATIVE.fullmatch(target)
+        if m:
+            return self._relative_to_current(target, m.group(1), int(m.group(2)), current)
+        if "@" in target:
+            return self._resolve_branch(target, current)
+        if target in self.revisions:
+            return (target,)
+        if target in self._labels:
+            return self._branch_head(target, self._labels[target])
+        try:
+            return (self.resolve_id(target),)
+        except UnknownRevision as err:
+            m = _REV_RELATIVE.fullmatch(target)
+            if not m:
+                raise
+            if m.group(1) == "head" and self._heads:
+                start = self._single_head()[0]
+            else:
+                try:
+                    start = self.resolve_id(m.group(1))
+                except UnknownRevision:
+                    raise err from None
+            n = int(m.group(3))
+            if m.group(2) == "+":
+                return self._walk_up(start, n, target)
+            return self._walk_down((start,), n, start, target)
+
+    def _relative_to_current(self, target: str, sign: str, n: int, current: Sequence[str]) -> tuple[str, ...]:
+        cur = self._current(current)
+        if len(cur) > 1:
+            raise GraphError(
+                f"cannot go {target} from several heads ({_ids(cur)}):"
+                f" name a revision or use `label@{target}`"
+            )
+        if sign == "+":
+            return self._walk_up(cur[0] if cur else None, n, target)
+        if not cur:
+            if n == 0:
+                return ()
+            raise GraphError(f"cannot go {target}: nothing is applied (the table is at base)")
+        return self._walk_down(cur, n, cur[0], target)
+
+    def _walk_up(
+        self, start: str | None, n: int, target: str, first: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
+        """``n`` steps up the children from ``start`` (None = below ``first``, default the bases)."""
+        shown = start or "base"
+        pos = start
+        for i in range(n):
+            nxt = self._children[pos] if pos is not None else (self._bases if first is None else first)
+            if not nxt:
+                above = "nothing above it" if i == 0 else f"only {i} revision{'s' * (i > 1)} above it"
+                raise GraphError(f"cannot go {target} from '{shown}': {above}")
+            if len(nxt) > 1:
+                where = f"'{pos}' is a branch point" if pos else "there are several bases"
+                raise GraphError(
+                    f"cannot go {target} from '{shown}': {where} ({_ids(nxt)}):"
+                    " name a revision or use `label@+N`"
+                )
+            pos = nxt[0]
+        return (pos,) if pos is not None else ()
+
+    def _layer_below(self, heads: Sequence[str]) -> tuple[str, ...]:
+        """The heads once ``heads`` themselves are removed (structural ancestors only)."""
+        if len(heads) == 1 and len(self._parents[heads[0]]) <= 1:
+            return self._parents[heads[0]]
+        below = self._walk(heads, self._parents, include_self=False) - set(heads)
+        return self.heads_of(below)
+
+    def _walk_down(self, start: Sequence[str], n: int, shown: str, target: str) -> tuple[str, ...]:
+        pos = tuple(start)
+        for i in range(n):
+            if not pos:
+                below = "nothing below it" if i == 1 else f"only {i - 1} revision{'s' * (i > 2)} below it"
+                raise GraphError(f"cannot go {target} from '{shown}': {below} (-{i} is base)")
+            pos = self._layer_below(pos)
+        return pos
+
+    # -- branches (label@...) --------------------------------------------------------------
+
+    def _branch_root(self, name: str) -> str:
+        if name in self._labels:
+            return self._labels[name]
+        try:
+            return self.resolve_id(name)
+        except UnknownRevision:
+            known = f" (labels: {_ids(sorted(self._labels))})" if self._labels else ""
+            raise UnknownRevision(
+                f"unknown branch label or revision '{name}'{known}: run `dyn branches` to list them"
+            ) from None
+
+    def _branch_members(self, root: str) -> tuple[set[str], str]:
+        """A label names its revision, all its descendants, and its ancestors down to the
+        previous branch point or merge (as in Alembic). Returns (members, lowest member)."""
+        members = self._walk([root], self._children, True)
+        node = root
+        while len(self._parents[node]) == 1:
+            p = self._parents[node][0]
+            if len(self._children[p]) > 1 or len(self._parents[p]) > 1:
+                break
+            members.add(p)
+            node = p
+        return members, node
+
+    def _branch_head(self, name: str, root: str) -> tuple[str, ...]:
+        heads = self._sorted(h for h in self._walk([root], self._children, True) if not self._children[h])
+        if len(heads) > 1:
+            raise MultipleHeads(
+                f"branch '{name}' has multiple heads ({_ids(heads)}): use a revision id,"
+                " or join them with `dyn merge`"
+            )
+        return heads
+
+    def _resolve_branch(self, target: str, current: Sequence[str]) -> tuple[str, ...]:
+        name, _, where = target.partition("@")
+        root = self._branch_root(name)
+        if where == "head":
+            return self._branch_head(name, root)
+        m = _RELATIVE.fullmatch(where)
+        if where != "base" and not m:
+            raise GraphError(f"cannot read target '{target}': after '@' use head, base, +N or -N")
+        members, lowest = self._branch_members(root)
+        if where == "base":
+            result = self._parents[lowest]
+        else:
+            cur = self._current(current)
+            at = [h for h in cur if h in members]
+            n = int(m.group(2))
+            if len(at) > 1:
+                raise GraphError(
+                    f"cannot go {target}: branch '{name}' has several applied heads ({_ids(at)}):"
+                    " name a revision"
+                )
+            if m.group(1) == "+":
+                return self._walk_up(at[0] if at else None, n, target, first=(lowest,))
+            if not at:
+                raise GraphError(f"cannot go {target}: no revision of branch '{name}' is applied")
+            result = self._walk_down(at, n, at[0], target)
+        # Downgrading to the result must only take this branch down, not its neighbours.
+        if current:
+            applied = self.closure(self._current(current))
+            if all(t in applied for t in result):
+                outside = self._removal(applied, result) - members
+                if outside:
+                    raise GraphError(
+                        f"'{target}' would also remove revisions outside branch '{name}'"
+                        f" ({_ids(self._sorted(outside))}): downgrade to a revision id instead"
+                    )
+        return result
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def _removal(self, applied: set[str], target: Sequence[str]) -> set[str]:
+        if not target:
+            return set(applied)
+        above = self._walk(target, self._dependents, include_self=False)
+        return (above & applied) - self.closure(target)
+
+    def upgrade_plan(self, current: Sequence[str], target: Sequence[str]) -> list[Step]:
+        """Steps that take the table from ``current`` heads to include ``target``, parents and
+        dependencies first. Already there -> []."""
+        applied = self.closure(self._current(current))
+        needed = self.closure([self.get(t).revision for t in target]) - applied
+        heads = set(self.heads_of(applied))
+        steps = []
+        for r in sorted(needed, key=self._pos.__getitem__):
+            before = self._sorted(heads)
+            heads.difference_update(self._parents[r])
+            heads.add(r)
+            steps.append(Step(self.revisions[r], "up", before, self._sorted(heads)))
+        return steps
+
+    def downgrade_plan(self, current: Sequence[str], target: Sequence[str]) -> list[Step]:
+        """Steps that take the table from ``current`` down to ``target``, children first.
+        ``()`` removes everything; otherwise only what sits above a target member is removed,
+        and other branches stay as they are."""
+        cur = self._current(current)
+        applied = self.closure(cur)
+        target = tuple(self.get(t).revision for t in target)
+        if target and not applied:
+            raise GraphError(f"nothing to downgrade: the table is at base (target: {_ids(target)})")
+        for t in target:
+            if t not in applied:
+                raise GraphError(
+                    f"cannot downgrade to '{t}': it is not applied (current: {_ids(cur)});"
+                    " use `dyn upgrade` to go up"
+                )
+        remove = self._removal(applied, target)
+        heads = set(cur)
+        steps = []
+        for r in sorted(remove, key=self._pos.__getitem__, reverse=True):
+            before = self._sorted(heads)
+            heads.discard(r)
+            applied.discard(r)
+            for p in self._parents[r]:
+                if not any(c in applied for c in self._children[p]):
+                    heads.add(p)
+            steps.append(Step(self.revisions[r], "down", before, self._sorted(heads)))
+        return steps
+
+    # -- listing ---------------------------------------------------------------------------
+
+    def history(
+        self, start: str | None = None, end: str | None = None, current: Sequence[str] = ()
+    ) -> list[Revision]:
+        """Revisions newest first; ``start``/``end`` bound the range ``start:end`` inclusive
+        (descendants of start that are ancestors of end). Either may be None."""
+        keep: set[str] | None = None
+        if start:
+            s = self.resolve(start, current)
+            if s:
+                keep = self._walk(s, self._dependents, True)
+        if end:
+            e = self.resolve(end, current)
+            anc = self.closure(e)
+            keep = anc if keep is None else keep & anc
+        ids = reversed(list(self.revisions))
+        return [self.revisions[r] for r in ids if keep is None or r in keep]

@@ -1,0 +1,348 @@
+"""The `op` object handed to a revision's upgrade(op) / downgrade(op).
+
+Schema operations are idempotent (an index already there, or already gone, is a no-op) and
+wait until the table is usable again; data operations are thin calls into the backfill
+engine, each with its own checkpoint scope so an interrupted step resumes where it stopped.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Mapping
+
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from . import backfill as engine
+from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
+from .errors import DynError, UsageError
+
+_ser = TypeSerializer()
+KEY_TYPES = ("S", "N", "B")
+
+
+@dataclass
+class OpSettings:
+    """How data operations run; from config and flags."""
+
+    workers: int | None = None
+    segments: int | None = None
+    page_size: int | None = None
+    max_wcu: float | None = None
+    max_rcu: float | None = None
+    dry_run: bool = False
+    wait_poll: float = 2.0
+    wait_timeout: float = 3600.0
+
+
+@dataclass
+class OpRecord:
+    """One operation a step ran (or would run, in a dry run), with its counts."""
+
+    op: str
+    detail: str
+    counts: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"op": self.op, "detail": self.detail, **({"counts": self.counts} if self.counts else {})}
+
+
+class Operations:
+    """What a revision can do to the table. Passed in, never global: explicit and thread-safe.
+
+    ``checkpoints(index)`` returns the checkpoint store of the index-th data operation of this
+    step; ``guard()`` raises when the runner lost its lease; ``progress(label, total)`` makes a
+    progress reporter.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table: TableInfo,
+        *,
+        settings: OpSettings | None = None,
+        exclude: Any = None,
+        is_meta: Callable[[dict], bool] | None = None,
+        checkpoints: Callable[[int], Any] | None = None,
+        guard: Callable[[], None] | None = None,
+        progress: Callable[[str, int | None], Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.client = client
+        self.table = table
+        self.table_name = table.name
+        self.settings = settings or OpSettings()
+        self._exclude = exclude
+        self._is_meta = is_meta
+        self._checkpoints = checkpoints
+        self._guard = guard or (lambda: None)
+        self._progress = progress
+        self._log = log or (lambda msg: None)
+        self._data_ops = 0
+        self.records: list[OpRecord] = []
+
+    # ---- data -------------------------------------------------------------------------
+    def _engine_kwargs(self, label: str) -> dict:
+        index = self._data_ops
+        self._data_ops += 1
+        s = self.settings
+        return dict(
+            exclude=self._exclude,
+            is_meta=self._is_meta,
+            segments=s.segments,
+            workers=s.workers,
+            page_size=s.page_size,
+            checkpoints=None if s.dry_run or not self._checkpoints else self._checkpoints(index),
+            guard=self._guard,
+            dry_run=s.dry_run,
+            max_wcu=s.max_wcu,
+            max_rcu=s.max_rcu,
+            progress=self._progress(label, self.table.item_count) if self._progress else None,
+            label=label,
+        )
+
+    def backfill(self, update: Callable[[Mapping], dict | None], *, filter=None, segments=None,
+                 page_size=None) -> engine.BackfillResult:
+        """Rewrite existing items: ``update(item)`` returns attributes to SET (``dynamic.REMOVE``
+        removes one) or None. Writes are conditioned on what ``update`` read; make it idempotent."""
+        kw = self._engine_kwargs(f"backfill {getattr(update, '__name__', 'update')}")
+        if segments is not None:
+            kw["segments"] = segments
+        if page_size is not None:
+            kw["page_size"] = page_size
+        result = engine.backfill(self.client, self.table, update, filter=filter, **kw)
+        self._record("backfill", _describe_filter(filter), result)
+        return result
+
+    def remove_attributes(self, names: Iterable[str], *, filter=None) -> engine.BackfillResult:
+        """Remove attributes from every (matching) item."""
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise UsageError("op.remove_attributes needs at least one attribute name")
+        for n in names:
+            if n in self.table.key_names:
+                raise UsageError(f"op.remove_attributes cannot remove key attribute {n!r}")
+        kw = self._engine_kwargs(f"remove {', '.join(names)}")
+        result = engine.remove_attributes(self.client, self.table, names, filter=filter, **kw)
+        self._record("remove_attributes", f"{', '.join(names)} {_describe_filter(filter)}".strip(), result)
+        return result
+
+    def delete_items(self, *, filter) -> engine.BackfillResult:
+        """Delete every item matching ``filter`` (required: deleting everything is a table drop)."""
+        if filter is None:
+            raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft'))")
+        kw = self._engine_kwargs("delete items")
+        result = engine.delete_items(self.client, self.table, filter=filter, **kw)
+        self._record("delete_items", _describe_filter(filter), result)
+        return result
+
+    def put_items(self, items: Iterable[Mapping]) -> int:
+        """Write new items (plain Python values), 25 per BatchWriteItem, unprocessed ones retried."""
+        items = list(items)
+        for it in items:
+            missing = [k for k in self.table.key_names if k not in it]
+            if missing:
+                raise UsageError(f"op.put_items: item {dict(it)!r} lacks key attribute(s) {missing}")
+            if self._is_meta and self._is_meta({k: _ser.serialize(_num(it[k])) for k in self.table.key_names}):
+                raise UsageError("op.put_items: an item uses dyn's reserved partition key value")
+        if self.settings.dry_run:
+            self.records.append(OpRecord("put_items", f"{len(items)} items", {"would_put": len(items)}))
+            return len(items)
+        requests = [
+            {"PutRequest": {"Item": {k: _ser.serialize(_num(v)) for k, v in it.items()}}} for it in items
+        ]
+        for i in range(0, len(requests), 25):
+            self._batch_write(requests[i:i + 25])
+        self.records.append(OpRecord("put_items", f"{len(items)} items", {"put": len(items)}))
+        return len(items)
+
+    def _batch_write(self, batch: list[dict]) -> None:
+        pending = {self.table_name: batch}
+        attempt = 0
+        while pending:
+            self._guard()
+            try:
+                r = self.client.batch_write_item(RequestItems=pending)
+            except ClientError as e:
+                if error_code(e) not in THROTTLE_CODES:
+                    raise
+                r = {"UnprocessedItems": pending}
+            pending = r.get("UnprocessedItems") or {}
+            if pending:
+                attempt += 1
+                time.sleep(min(5.0, 0.05 * 2 ** attempt))
+
+    # ---- schema -----------------------------------------------------------------------
+    def create_gsi(self, name: str, partition_key: tuple[str, str], sort_key: tuple[str, str] | None = None,
+                   projection: str | list[str] = "ALL", wait: bool = True,
+                   throughput: dict | None = None) -> bool:
+        """Add a global secondary index; a no-op when one of that name exists with the same keys."""
+        keys = [("HASH", partition_key)] + ([("RANGE", sort_key)] if sort_key else [])
+        for _, (attr, typ) in keys:
+            if typ not in KEY_TYPES:
+                raise UsageError(f"op.create_gsi({name!r}): key type of {attr!r} must be S, N or B, got {typ!r}")
+        info = describe_table(self.client, self.table_name)
+        if name in info.gsis:
+            existing = [(k["KeyType"], k["AttributeName"]) for k in info.gsis[name]["KeySchema"]]
+            wanted = [(kt, attr) for kt, (attr, _) in keys]
+            if existing != wanted:
+                raise DynError(
+                    f"index {name!r} already exists on {self.table_name} with keys {existing}, "
+                    f"not {wanted}: delete it first or use another name"
+                )
+            self.records.append(OpRecord("create_gsi", f"{name} (already there)"))
+            return False
+        if self.settings.dry_run:
+            self.records.append(OpRecord("create_gsi", f"{name} (would create)"))
+            return True
+        if isinstance(projection, str):
+            proj = {"ProjectionType": projection}
+        else:
+            proj = {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(projection)}
+        create = {
+            "IndexName": name,
+            "KeySchema": [{"AttributeName": attr, "KeyType": kt} for kt, (attr, _) in keys],
+            "Projection": proj,
+        }
+        if info.billing_mode == "PROVISIONED":
+            create["ProvisionedThroughput"] = throughput or info.provisioned
+        self._guard()
+        self._update_table(
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for _, (a, t) in keys],
+            GlobalSecondaryIndexUpdates=[{"Create": create}],
+        )
+        self._log(f"creating index {name} on {self.table_name}")
+        if wait:
+            self._wait(lambda d: _gsi_ready(d, name), f"index {name} to become ACTIVE")
+        self.records.append(OpRecord("create_gsi", name))
+        return True
+
+    def delete_gsi(self, name: str, wait: bool = True) -> bool:
+        """Drop a global secondary index; a no-op when it is already gone."""
+        info = describe_table(self.client, self.table_name)
+        if name not in info.gsis:
+            self.records.append(OpRecord("delete_gsi", f"{name} (already gone)"))
+            return False
+        if self.settings.dry_run:
+            self.records.append(OpRecord("delete_gsi", f"{name} (would delete)"))
+            return True
+        self._guard()
+        self._update_table(GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": name}}])
+        self._log(f"deleting index {name} on {self.table_name}")
+        if wait:
+            self._wait(lambda d: not any(g["IndexName"] == name for g in d.get("GlobalSecondaryIndexes", [])),
+                       f"index {name} to be deleted")
+        self.records.append(OpRecord("delete_gsi", name))
+        return True
+
+    def update_ttl(self, attribute: str, enabled: bool = True) -> bool:
+        """Turn TTL on (or off) for ``attribute``; a no-op when already so."""
+        try:
+            cur = self.client.describe_time_to_live(TableName=self.table_name)["TimeToLiveDescription"]
+        except ClientError:
+            cur = {}
+        status = cur.get("TimeToLiveStatus", "DISABLED")
+        on = status in ("ENABLED", "ENABLING")
+        if on == enabled and (not enabled or cur.get("AttributeName") == attribute):
+            self.records.append(OpRecord("update_ttl", f"{attribute} (already {'on' if on else 'off'})"))
+            return False
+        if self.settings.dry_run:
+            self.records.append(OpRecord("update_ttl", f"{attribute} (would turn {'on' if enabled else 'off'})"))
+            return True
+        self._guard()
+        self.client.update_time_to_live(
+            TableName=self.table_name,
+            TimeToLiveSpecification={"Enabled": enabled, "AttributeName": attribute},
+        )
+        self.records.append(OpRecord("update_ttl", f"{attribute} {'on' if enabled else 'off'}"))
+        return True
+
+    def update_table(self, **kwargs: Any) -> dict:
+        """UpdateTable with any arguments (TableName is filled in); waits until ACTIVE."""
+        if self.settings.dry_run:
+            self.records.append(OpRecord("update_table", f"{sorted(kwargs)} (would update)"))
+            return {}
+        self._guard()
+        r = self._update_table(**kwargs)
+        self._wait(_table_ready, "the table to become ACTIVE")
+        self.records.append(OpRecord("update_table", ", ".join(sorted(kwargs))))
+        return r
+
+    def _update_table(self, **kwargs: Any) -> dict:
+        # one change at a time: DynamoDB refuses an UpdateTable while another is in progress
+        self._wait(_table_ready, "the table to become ACTIVE")
+        try:
+            return self.client.update_table(TableName=self.table_name, **kwargs)
+        except ClientError as e:
+            msg = e.response.get("Error", {}).get("Message", str(e))
+            raise DynError(f"UpdateTable on {self.table_name} failed: {error_code(e)}: {msg}") from None
+
+    def _wait(self, ready: Callable[[dict], bool], what: str) -> None:
+        deadline = time.monotonic() + self.settings.wait_timeout
+        announced = False
+        while True:
+            desc = self.client.describe_table(TableName=self.table_name)["Table"]
+            if ready(desc):
+                return
+            if time.monotonic() > deadline:
+                raise DynError(f"timed out after {self.settings.wait_timeout:.0f}s waiting for {what}")
+            if not announced:
+                self._log(f"waiting for {what}")
+                announced = True
+            self._guard()
+            time.sleep(self.settings.wait_poll)
+
+    def _record(self, op: str, detail: str, result: engine.BackfillResult) -> None:
+        self.records.append(OpRecord(op, detail, result.as_dict()))
+
+    def totals(self) -> dict:
+        """Item counts summed over this step's data operations (for the history record)."""
+        out: dict[str, float] = {}
+        for r in self.records:
+            for k, v in r.counts.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[k] = out.get(k, 0) + v
+        return out
+
+
+def _table_ready(desc: dict) -> bool:
+    if desc.get("TableStatus") != "ACTIVE":
+        return False
+    return all(g.get("IndexStatus") == "ACTIVE" and not g.get("Backfilling")
+               for g in desc.get("GlobalSecondaryIndexes", []))
+
+
+def _gsi_ready(desc: dict, name: str) -> bool:
+    for g in desc.get("GlobalSecondaryIndexes", []):
+        if g["IndexName"] == name:
+            return g.get("IndexStatus") == "ACTIVE" and not g.get("Backfilling")
+    return False
+
+
+def _num(v: Any) -> Any:
+    """Plain floats are not DynamoDB numbers; accept them as Decimal so seed data is easy."""
+    if isinstance(v, float):
+        return Decimal(str(v))
+    if isinstance(v, dict):
+        return {k: _num(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_num(x) for x in v]
+    return v
+
+
+def _describe_filter(cond: Any) -> str:
+    if cond is None:
+        return ""
+    try:
+        from boto3.dynamodb.conditions import ConditionExpressionBuilder
+
+        expr = ConditionExpressionBuilder().build_expression(cond)
+        s = expr.condition_expression
+        for k, v in expr.attribute_name_placeholders.items():
+            s = s.replace(k, v)
+        for k, v in expr.attribute_value_placeholders.items():
+            s = s.replace(k, repr(v))
+        return f"where {s}"
+    except Exception:
+        return "where <filter>"

@@ -1,0 +1,323 @@
+"""Plan → lock → run each step → record. The only module that knows both revisions and the table.
+
+The runner reads the heads, resolves the target and plans *before* taking the lock, so a bad
+target or a broken revision fails without writing anything; it then takes the lease lock,
+re-reads the heads (another deploy may have done the work meanwhile) and plans again.
+Each step is marked in progress (dirty) before it runs and recorded, with the new heads,
+in one fenced transaction after it ran.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from . import __version__
+from . import lock as locklib
+from .dynamo import TableInfo
+from .errors import DirtyState, DynError, GraphError, LeaseLost, MigrationError
+from .graph import RevisionGraph, Step
+from .operations import Operations, OpSettings
+from .scripts import ScriptDirectory
+from .store import Store, StoreCheckpoints
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    lease_seconds: float = 60.0
+    lock_timeout: float = 600.0
+    settings: OpSettings = field(default_factory=OpSettings)
+    log: Callable[[str], None] = lambda msg: None
+    progress: Callable[[str, int | None], Any] | None = None
+
+
+@dataclass
+class StepResult:
+    revision: str
+    direction: str
+    doc: str
+    seconds: float
+    ops: list[dict]
+    counts: dict
+    resumed: bool = False
+
+
+@dataclass
+class RunResult:
+    command: str
+    target: tuple[str, ...]
+    heads_before: tuple[str, ...]
+    heads_after: tuple[str, ...]
+    steps: list[StepResult]
+    dry_run: bool
+    seconds: float
+    warnings: list[str]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.steps
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["nothing_to_do"] = self.nothing_to_do
+        d["target"] = list(self.target)
+        d["heads_before"] = list(self.heads_before)
+        d["heads_after"] = list(self.heads_after)
+        return d
+
+
+def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list[str]:
+    """Applied revisions whose file changed, or vanished, since they ran."""
+    out = []
+    for rev, recorded in sorted(applied.items()):
+        s = scripts.scripts.get(rev)
+        if s is None:
+            out.append(f"revision {rev} was applied but its file is missing from {scripts.versions}")
+        elif recorded and s.checksum != recorded:
+            out.append(f"revision {rev} ({s.revision.path}) changed since it was applied")
+    return out
+
+
+class Runner:
+    """Moves one table along the revision graph."""
+
+    def __init__(self, scripts: ScriptDirectory, client: Any, table: TableInfo, store: Store,
+                 options: RunOptions | None = None):
+        self.scripts = scripts
+        self.graph: RevisionGraph = scripts.graph
+        self.client = client
+        self.table = table
+        self.store = store
+        self.options = options or RunOptions()
+
+    # ---- planning (no writes) ---------------------------------------------------------
+    def _read(self):
+        record = self.store.read()
+        self.store.check_format(record)
+        self.graph.check_known(record.heads)
+        return record
+
+    def plan(self, command: str, target: str) -> tuple[Any, tuple[str, ...], list[Step]]:
+        """Resolve ``target`` against the table's current heads and plan the steps."""
+        record = self._read()
+        resolved = self._resolve(command, target, record.heads)
+        return record, resolved, self._plan(command, record.heads, resolved)
+
+    def _resolve(self, command: str, target: str, heads: tuple[str, ...]) -> tuple[str, ...]:
+        if command == "downgrade" and target.startswith("+"):
+            raise GraphError(f"downgrade target {target!r} points up: use `dyn upgrade {target}`")
+        if command == "upgrade" and target.startswith("-"):
+            raise GraphError(f"upgrade target {target!r} points down: use `dyn downgrade {target}`")
+        if command == "downgrade" and target.lstrip("-").isdigit() and not heads:
+            raise GraphError(f"cannot downgrade {target}: nothing is applied (the table is at base)")
+        return tuple(self.graph.resolve(target, heads))
+
+    def _plan(self, command: str, heads: tuple[str, ...], target: tuple[str, ...]) -> list[Step]:
+        if command == "upgrade":
+            return self.graph.upgrade_plan(heads, target)
+        return self.graph.downgrade_plan(heads, target)
+
+    # ---- running ----------------------------------------------------------------------
+    def upgrade(self, target: str = "head") -> RunResult:
+        return self._run("upgrade", target)
+
+    def downgrade(self, target: str) -> RunResult:
+        return self._run("downgrade", target)
+
+    def _run(self, command: str, target: str) -> RunResult:
+        t0 = time.monotonic()
+        record, resolved, steps = self.plan(command, target)
+        warnings = checksum_warnings(self.scripts, record.checksums)
+        for w in warnings:
+            self.options.log(f"warning: {w}")
+        if self.options.dry_run:
+            results = [self._dry_step(s) for s in steps]
+            return RunResult(command, resolved, record.heads,
+                             steps[-1].heads_after if steps else record.heads,
+                             results, True, time.monotonic() - t0, warnings)
+        if not steps and not record.dirty:
+            return RunResult(command, resolved, record.heads, record.heads, [], False,
+                             time.monotonic() - t0, warnings)
+        lease = locklib.acquire(
+            self.store,
+            lease_seconds=self.options.lease_seconds,
+            timeout=self.options.lock_timeout,
+            on_wait=lambda info: self.options.log(
+                f"waiting for lock held by {info.host}/{info.pid} since {info.since}"),
+        )
+        results: list[StepResult] = []
+        with lease:
+            record = self._read()  # another runner may have moved the table while we waited
+            steps = self._resume_order(record, self._plan_after_wait(command, record.heads, resolved))
+            counter = record.counter
+            heads_before = heads = record.heads
+            dirty = record.dirty
+            for step in steps:
+                lease.check()
+                resumed = bool(dirty) and _same_step(dirty, step)
+                results.append(self._run_step(step, lease, counter, resumed))
+                counter += 1
+                heads = step.heads_after
+                dirty = None
+        return RunResult(command, resolved, heads_before, heads, results, False,
+                         time.monotonic() - t0, warnings)
+
+    def _plan_after_wait(self, command: str, heads: tuple[str, ...], target: tuple[str, ...]) -> list[Step]:
+        if command == "downgrade":
+            applied = self.graph.closure(heads)
+            if not set(target) <= applied and applied <= self.graph.closure(target):
+                return []  # someone already went at least as far down
+        return self._plan(command, heads, target)
+
+    def _resume_order(self, record: Any, steps: list[Step]) -> list[Step]:
+        """A step left in progress runs first (it resumes from its checkpoints), or we refuse."""
+        dirty = record.dirty
+        if not dirty:
+            return steps
+        for i, s in enumerate(steps):
+            if _same_step(dirty, s):
+                if i:
+                    self.options.log(f"resuming {s.direction} of {s.revision.revision} first")
+                return [s] + steps[:i] + steps[i + 1:]
+        rev, direction = dirty.get("revision"), dirty.get("direction")
+        verb = "upgrade" if direction == "up" else "downgrade"
+        raise DirtyState(
+            f"{direction} of revision {rev} was left in progress by {dirty.get('who', '?')} "
+            f"at {dirty.get('started', '?')}: run `dyn {verb} {rev}` to resume it, or repair by hand "
+            f"and `dyn stamp` the table"
+        )
+
+    def _operations(self, step: Step, lease: Any, dry_run: bool) -> Operations:
+        rev, direction = step.revision.revision, step.direction
+        settings = self.options.settings
+        if dry_run != settings.dry_run:
+            settings = OpSettings(**{**asdict(settings), "dry_run": dry_run})
+        return Operations(
+            self.client,
+            self.table,
+            settings=settings,
+            exclude=self.store.layout.exclude_condition(),
+            is_meta=self.store.layout.is_meta,
+            checkpoints=(lambda i: StoreCheckpoints(self.store, lease.token, f"{rev}#{direction}#{i}"))
+            if lease else None,
+            guard=lease.check if lease else None,
+            progress=self.options.progress,
+            log=self.options.log,
+        )
+
+    def _call(self, step: Step, op: Operations) -> None:
+        script = self.scripts.get(step.revision.revision)
+        fn = script.module.upgrade if step.direction == "up" else script.module.downgrade
+        fn(op)
+
+    def _dry_step(self, step: Step) -> StepResult:
+        t = time.monotonic()
+        op = self._operations(step, None, True)
+        try:
+            self._call(step, op)
+        except NotImplementedError:
+            raise DynError(f"revision {step.revision.revision} has no downgrade (NotImplementedError)") from None
+        except DynError:
+            raise
+        except Exception as e:
+            raise MigrationError(
+                f"revision {step.revision.revision} {step.direction}grade failed in dry run: "
+                f"{type(e).__name__}: {e}") from e
+        return StepResult(step.revision.revision, step.direction, step.revision.doc,
+                          time.monotonic() - t, [r.as_dict() for r in op.records], op.totals())
+
+    def _run_step(self, step: Step, lease: Any, counter: int, resumed: bool) -> StepResult:
+        rev, direction = step.revision.revision, step.direction
+        script = self.scripts.get(rev)
+        started = now_iso()
+        t = time.monotonic()
+        self.options.log(f"{'resuming' if resumed else 'running'} {direction}grade {rev}: {step.revision.doc}")
+        if not resumed:
+            self.store.begin_step(lease.token, {
+                "revision": rev, "direction": direction, "started": started,
+                "who": who(), "pid": os.getpid(),
+            })
+        op = self._operations(step, lease, False)
+        try:
+            self._call(step, op)
+        except (LeaseLost, DirtyState):
+            raise
+        except NotImplementedError:
+            self.store.begin_step(lease.token, None)  # nothing ran: the step is not in progress
+            raise DynError(
+                f"revision {rev} ({script.revision.path}) cannot be downgraded: its downgrade() "
+                "raises NotImplementedError") from None
+        except DynError as e:
+            raise type(e)(f"revision {rev} {direction}grade stopped: {e.message}; it is left in "
+                          "progress and resumes on the next run") from e
+        except Exception as e:
+            raise MigrationError(
+                f"revision {rev} {direction}grade failed: {type(e).__name__}: {e} "
+                f"({script.revision.path}); it is left in progress: fix it and run again to resume"
+            ) from e
+        seconds = time.monotonic() - t
+        counts = op.totals()
+        self.store.finish_step(
+            lease.token,
+            expected_counter=counter,
+            new_heads=step.heads_after,
+            history={
+                "revision": rev, "direction": direction, "doc": step.revision.doc,
+                "started": started, "finished": now_iso(), "seconds": round(seconds, 3),
+                "who": who(), "pid": os.getpid(), "dyn_version": __version__,
+                "checksum": script.checksum, "counts": counts,
+                "ops": [r.as_dict() for r in op.records],
+                "heads_before": list(step.heads_before), "heads_after": list(step.heads_after),
+            },
+            checksum_set={rev: script.checksum} if direction == "up" else None,
+            checksum_remove=[rev] if direction == "down" else None,
+        )
+        self.options.log(f"done {direction}grade {rev} in {seconds:.1f}s")
+        return StepResult(rev, direction, step.revision.doc, seconds,
+                          [r.as_dict() for r in op.records], counts, resumed)
+
+    # ---- stamp ------------------------------------------------------------------------
+    def stamp(self, target: str, purge: bool = False) -> RunResult:
+        """Set the heads without running anything (adopt an existing table, or repair)."""
+        t0 = time.monotonic()
+        record = self.store.read()
+        self.store.check_format(record)
+        if not purge:
+            self.graph.check_known(record.heads)
+        resolved = tuple(self.graph.resolve(target, () if purge else record.heads))
+        if self.options.dry_run:
+            return RunResult("stamp", resolved, record.heads, resolved, [], True, 0.0, [])
+        lease = locklib.acquire(self.store, lease_seconds=self.options.lease_seconds,
+                                timeout=self.options.lock_timeout)
+        with lease:
+            record = self.store.read()
+            applied = self.graph.closure(resolved)
+            self.store.stamp(
+                lease.token,
+                expected_counter=record.counter,
+                new_heads=resolved,
+                checksums={r: self.scripts.get(r).checksum for r in applied},
+                purge=purge,
+            )
+        return RunResult("stamp", resolved, record.heads, resolved, [], False, time.monotonic() - t0, [])
+
+
+def _same_step(dirty: dict, step: Step) -> bool:
+    return dirty.get("revision") == step.revision.revision and dirty.get("direction") == step.direction

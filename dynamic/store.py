@@ -1,0 +1,850 @@
+"""The metadata records dyn keeps in the migrated table: version, history, checkpoints.
+
+Everything lives in a reserved item collection of the table itself (partition key value
+``meta_pk``, ``"_dyn"`` by default), so a table carries its version wherever it is copied or
+restored. ``MetaLayout`` says where each record lives for the table's key shape; ``Store``
+reads and writes them. Every write is conditional: the version record is changed only by
+the holder of the lock (``lock_owner = :token``, the fence) and, for the steps themselves,
+only if the ``counter`` is still the one the runner read (compare-and-set).
+
+Layout (attribute names are the table's own key names)::
+
+    PK + SK table                         PK-only table
+    PK=_dyn  SK=version                   PK=_dyn#version
+    PK=_dyn  SK=history#<ts>#<rev>#<dir>  PK=_dyn#history#<ts>#<rev>#<dir>
+    PK=_dyn  SK=checkpoint#<scope>#<seg>  PK=_dyn#checkpoint#<scope>#<seg>
+
+The version record also indexes what a PK-only table cannot Query for: the checkpoint scopes
+in progress (``checkpoint_scopes``: scope → segment count, kept for both shapes) and, for
+PK-only tables, the ids of the latest history items (``history_index``), so no read of the
+metadata ever scans the table.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import random
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable
+
+from boto3.dynamodb.conditions import Attr, ConditionBase
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from packaging.version import InvalidVersion, Version
+
+from .dynamo import THROTTLE_CODES, TableInfo, error_code, translate
+from .errors import DynError, LeaseLost, TableError
+
+HISTORY_INDEX_CAP = 1000  # PK-only tables: how many history items the version record indexes
+_TXN_MAX = 100  # items per TransactWriteItems
+_CONFLICT_CODES = frozenset({"TransactionConflictException", "TransactionInProgressException"})
+_RETRYABLE_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+)
+_CONFLICT_ATTEMPTS = 12
+
+# attributes of the version record (a table whose key is named like one of these is refused)
+LOCK_ATTRS = ("lock_owner", "lock_host", "lock_pid", "lock_since", "lock_expires", "lock_lease", "rvn")
+RECORD_ATTRS = (
+    "heads", "counter", "format", "dyn_version", "dirty", "checksums", "checkpoint_scopes",
+    "history_index", "created", "updated", *LOCK_ATTRS,
+)
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+# ---- small helpers ------------------------------------------------------------------------
+
+def now_iso(timespec: str = "seconds") -> str:
+    """UTC now as ISO 8601 with a Z (``timespec="microseconds"`` for sortable history ids)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _to_dynamo(value: Any) -> Any:
+    """Plain Python → what TypeSerializer accepts (floats become Decimals, tuples lists)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value)) if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, dict):
+        return {str(k): _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    """Deserialized values → plain Python (Decimals become int or float)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_from_dynamo(v) for v in value]
+    if isinstance(value, set):
+        return {_from_dynamo(v) for v in value}
+    return value
+
+
+def to_av(value: Any) -> dict:
+    """A plain Python value as a raw DynamoDB AttributeValue."""
+    return _ser.serialize(_to_dynamo(value))
+
+
+def from_av(av: dict) -> Any:
+    """A raw DynamoDB AttributeValue as a plain Python value."""
+    return _from_dynamo(_de.deserialize(av))
+
+
+_NAME = re.compile(r"#[A-Za-z0-9_]+")
+
+
+def _names(*expressions: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """ExpressionAttributeNames for the placeholders used: ``#foo`` stands for ``foo``."""
+    extra = extra or {}
+    out: dict[str, str] = {}
+    for expr in expressions:
+        for tok in _NAME.findall(expr or ""):
+            out[tok] = extra.get(tok, tok[1:])
+    return out
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.5, 0.01 * (2 ** attempt)) * (0.5 + random.random()))
+
+
+def _is_av(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("S", "N", "B")
+
+
+# ---- records ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds the migration lock. ``expires`` is the holder's wall clock (for display only:
+    takeover decisions never compare clocks across machines); ``rvn`` changes on every heartbeat."""
+
+    owner: str
+    host: str
+    pid: int
+    since: str
+    expires: float
+    lease_seconds: float
+    rvn: str
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """The version record as read; a missing record reads as an empty one with ``exists=False``."""
+
+    heads: tuple[str, ...] = ()
+    counter: int = 0
+    format: str = ""
+    dyn_version: str = ""
+    dirty: dict | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+    lock: LockInfo | None = None
+    exists: bool = False
+    checkpoint_scopes: dict[str, int] = field(default_factory=dict)
+
+
+def parse_lock(item: dict | None) -> LockInfo | None:
+    """The lock attributes of a raw version record item, or None when it is not locked."""
+    if not item or "lock_owner" not in item:
+        return None
+
+    def get(name, default):
+        try:
+            return from_av(item[name]) if name in item else default
+        except Exception:
+            return default
+
+    return LockInfo(
+        owner=str(get("lock_owner", "")),
+        host=str(get("lock_host", "?")),
+        pid=int(get("lock_pid", 0) or 0),
+        since=str(get("lock_since", "?")),
+        expires=float(get("lock_expires", 0) or 0),
+        lease_seconds=float(get("lock_lease", 0) or 0),
+        rvn=str(get("rvn", "")),
+    )
+
+
+def _parse_record(item: dict | None) -> VersionRecord:
+    if not item:
+        return VersionRecord()
+    fmt = str(from_av(item["format"])) if "format" in item else ""
+    dyn_version = str(from_av(item["dyn_version"])) if "dyn_version" in item else ""
+    try:
+        plain = {k: from_av(v) for k, v in item.items() if k not in LOCK_ATTRS}
+        return VersionRecord(
+            heads=tuple(plain.get("heads") or ()),
+            counter=int(plain.get("counter") or 0),
+            format=fmt,
+            dyn_version=dyn_version,
+            dirty=plain.get("dirty") or None,
+            checksums=dict(plain.get("checksums") or {}),
+            lock=parse_lock(item),
+            exists=True,
+            checkpoint_scopes={k: int(v) for k, v in (plain.get("checkpoint_scopes") or {}).items()},
+        )
+    except Exception:
+        # a record of a newer format may not parse: keep what check_format needs to explain
+        return VersionRecord(format=fmt, dyn_version=dyn_version, lock=parse_lock(item), exists=True)
+
+
+# ---- layout ---------------------------------------------------------------------------------
+
+class MetaLayout:
+    """Where dyn's records live in a table of a given key shape, and how to keep scans off them."""
+
+    def __init__(self, table: TableInfo, meta_pk: str = "_dyn"):
+        self.table = table
+        self.pk_name = table.pk_name
+        self.sk_name = table.sk_name
+        meta_pk = str(meta_pk)
+        name = table.name
+        for key in table.key_names:
+            if key in RECORD_ATTRS:
+                raise TableError(
+                    f"table {name} has a key attribute named {key!r}, which dyn uses in its version "
+                    "record: dyn cannot keep its records in this table")
+        if table.sk_name is not None and table.sk_type != "S":
+            raise TableError(
+                f"table {name} has a {_type_name(table.sk_type)} sort key {table.sk_name!r}: dyn keeps "
+                "its records under string sort keys, so it needs a string sort key (or none)")
+        if table.pk_type == "S":
+            if not meta_pk:
+                raise TableError("meta_pk is empty: set meta_pk in dyn.toml (default \"_dyn\")")
+            self.meta_pk: str | Decimal = meta_pk
+            self.meta_av = {"S": meta_pk}
+        elif table.pk_type == "N":
+            if table.sk_name is None:
+                raise TableError(
+                    f"table {name} has a numeric partition key {table.pk_name!r} and no sort key: dyn "
+                    "keeps its records under string keys, so it needs a string partition key or a "
+                    "string sort key")
+            number = _number(meta_pk)
+            if number is None:
+                raise TableError(
+                    f"table {name} has a numeric partition key {table.pk_name!r}: set meta_pk to a "
+                    "number in dyn.toml (e.g. meta_pk = \"-1\")")
+            self.meta_pk = number
+            self.meta_av = {"N": str(number)}
+        else:
+            raise TableError(
+                f"table {name} has a {_type_name(table.pk_type)} partition key {table.pk_name!r}: dyn "
+                "needs a string partition key (or a numeric one with a string sort key)")
+
+    @property
+    def has_sort_key(self) -> bool:
+        return self.sk_name is not None
+
+    def _key(self, suffix: str) -> dict:
+        if self.has_sort_key:
+            return {self.pk_name: dict(self.meta_av), self.sk_name: {"S": suffix}}
+        return {self.pk_name: {"S": f"{self.meta_pk}#{suffix}"}}
+
+    def version_key(self) -> dict:
+        """The raw key of the version record."""
+        return self._key("version")
+
+    def history_key(self, history_id: str) -> dict:
+        """The raw key of a history item; ``history_id`` is ``<iso-utc-ts>#<revision>#<direction>``."""
+        return self._key(f"history#{history_id}")
+
+    def checkpoint_key(self, scope: str, segment: int) -> dict:
+        """The raw key of one segment's checkpoint."""
+        return self._key(f"checkpoint#{scope}#{segment:05d}")
+
+    def exclude_condition(self) -> ConditionBase:
+        """A boto3 condition true for every item that is NOT one of dyn's records."""
+        if self.has_sort_key:
+            return Attr(self.pk_name).ne(self.meta_pk)
+        return ~Attr(self.pk_name).begins_with(f"{self.meta_pk}#")
+
+    def is_meta(self, key_or_item: dict) -> bool:
+        """Whether a key or item (raw AttributeValues or plain values) is one of dyn's records."""
+        if not key_or_item or self.pk_name not in key_or_item:
+            return False
+        value = key_or_item[self.pk_name]
+        if _is_av(value):
+            kind, value = next(iter(value.items()))
+            if kind == "N":
+                value = _number(value)
+            elif kind != "S":
+                return False
+        if isinstance(self.meta_pk, Decimal):
+            if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+                return False
+            return Decimal(str(value)) == self.meta_pk
+        if not isinstance(value, str):
+            return False
+        if self.has_sort_key:
+            return value == self.meta_pk
+        return value.startswith(f"{self.meta_pk}#")
+
+
+def _number(text: Any) -> Decimal | None:
+    try:
+        n = Decimal(str(text).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not n.is_finite():
+        return None
+    return n.normalize() if n != 0 else Decimal(0)
+
+
+def _type_name(t: str | None) -> str:
+    return {"S": "string", "N": "numeric", "B": "binary"}.get(t or "", repr(t))
+
+
+# ---- the store ------------------------------------------------------------------------------
+
+class _Cancelled(Exception):
+    """A transaction was cancelled by a failed condition; ``reasons`` as DynamoDB gave them."""
+
+    def __init__(self, reasons: list[dict]):
+        super().__init__("transaction cancelled")
+        self.reasons = reasons
+
+
+class Store:
+    """dyn's records in one table. Every write is conditional and, except ``ensure_record``'s
+    create-if-missing, fenced by the lock owner token the writer holds."""
+
+    def __init__(self, client: Any, table: TableInfo, meta_pk: str = "_dyn"):
+        self.client = client
+        self.table = table
+        self.layout = MetaLayout(table, meta_pk)
+        self._registered: dict[str, int] = {}  # checkpoint scopes this store registered
+        self._registering = threading.Lock()
+
+    # ---- reading ------------------------------------------------------------------------
+    def read_raw(self) -> dict | None:
+        """The version record as a raw item (ConsistentRead), or None when there is none."""
+        try:
+            r = self.client.get_item(
+                TableName=self.table.name, Key=self.layout.version_key(), ConsistentRead=True)
+        except Exception as e:
+            raise self._aws(e) from None
+        return r.get("Item")
+
+    def read(self) -> VersionRecord:
+        """Called before planning and again once the lock is held; a strongly consistent read.
+        A table dyn never touched reads as an empty record (``exists=False``, no heads)."""
+        return _parse_record(self.read_raw())
+
+    def check_format(self, record: VersionRecord) -> None:
+        """Called after every read that leads to a decision: refuses a record written by a
+        newer, incompatible dyn (its format is newer than this dyn's FORMAT_VERSION)."""
+        import dynamic
+
+        if not record.exists or not record.format:
+            return
+        ours = dynamic.FORMAT_VERSION
+        try:
+            newer = Version(record.format) > Version(ours)
+        except InvalidVersion:
+            newer = True
+        if newer:
+            raise TableError(
+                f"table {self.table.name} was written by dyn format {record.format} "
+                f"(dyn {record.dyn_version or '?'}); this dyn ({dynamic.__version__}) understands "
+                f"format {ours}: upgrade dyn")
+
+    # ---- the version record ---------------------------------------------------------------
+    def ensure_record(self) -> bool:
+        """Called by the lock before its first attempt: creates the empty version record if the
+        table has none (conditional put; losing the race to another runner is fine). Returns
+        whether this call created it."""
+        import dynamic
+
+        item = {
+            **self.layout.version_key(),
+            "heads": {"L": []},
+            "counter": {"N": "0"},
+            "format": {"S": dynamic.FORMAT_VERSION},
+            "dyn_version": {"S": dynamic.__version__},
+            "checksums": {"M": {}},
+            "checkpoint_scopes": {"M": {}},
+            "created": {"S": now_iso()},
+        }
+        if not self.layout.has_sort_key:
+            item["history_index"] = {"L": []}
+        try:
+            self._retry(lambda: self.client.put_item(
+                TableName=self.table.name, Item=item,
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": self.layout.pk_name}))
+        except ClientError as e:
+            if error_code(e) == "ConditionalCheckFailedException":
+                return False
+            raise self._aws(e) from None
+        return True
+
+    def update_record(self, *, update: str, condition: str, values: dict | None = None,
+                      names: dict[str, str] | None = None) -> tuple[bool, dict | None]:
+        """One conditional UpdateItem of the version record (the lock's primitive). ``#name``
+        placeholders stand for themselves unless ``names`` maps them; ``values`` are raw.
+        Returns ``(True, None)``, or ``(False, item)`` with the record as it was when the
+        condition failed (None if there is no record)."""
+        kw: dict[str, Any] = dict(
+            TableName=self.table.name, Key=self.layout.version_key(), UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition, extra={"#pk": self.layout.pk_name, **(names or {})}),
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if values:
+            kw["ExpressionAttributeValues"] = values
+        try:
+            self._retry(lambda: self.client.update_item(**kw))
+        except ClientError as e:
+            if error_code(e) == "ConditionalCheckFailedException":
+                item = e.response.get("Item")
+                return False, item if item is not None else self.read_raw()
+            raise self._aws(e) from None
+        except DynError:
+            raise
+        except Exception as e:
+            raise self._aws(e) from None
+        return True, None
+
+    def begin_step(self, token: str, step: dict | None) -> None:
+        """Called just before a step runs (not when it resumes): marks it in progress (dirty) so
+        a crash leaves an honest record; ``None`` clears the mark when nothing ran. Checkpoints
+        left by any earlier step are deleted first: they can never belong to this one.
+        Raises LeaseLost (and writes nothing more) if the lock is no longer ``token``'s."""
+        self.clear_all_checkpoints(token)
+        if step is None:
+            update, values = "REMOVE #dirty SET #updated = :now", {}
+        else:
+            update, values = "SET #dirty = :step, #updated = :now", {":step": to_av(step)}
+        ok, item = self.update_record(
+            update=update, condition="#lock_owner = :token",
+            values={**values, ":now": {"S": now_iso()}, ":token": {"S": token}})
+        if not ok:
+            raise self._lease_lost("marking the step in progress")
+
+    def finish_step(self, token: str, *, expected_counter: int, new_heads: Iterable[str],
+                    history: dict, checksum_set: dict | None = None,
+                    checksum_remove: Iterable[str] | None = None) -> int:
+        """Called right after a step ran: in ONE transaction, sets the heads, bumps the counter,
+        clears dirty, records the applied revisions' checksums, and writes the history item —
+        only if ``token`` still holds the lock (else LeaseLost) and the counter is still
+        ``expected_counter`` (else TableError); when refused, nothing is written. Then deletes
+        the step's checkpoints (best effort). Returns the new counter."""
+        import dynamic
+
+        checksum_set = dict(checksum_set or {})
+        checksum_remove = [r for r in (checksum_remove or ()) if r not in checksum_set]
+        direction = str(history.get("direction", "up"))
+        revision = str(history.get("revision", "?"))
+        history_id = f"{now_iso('microseconds')}#{revision}#{direction}"
+        sets = ["#heads = :heads", "#counter = #counter + :one", "#dyn_version = :dv",
+                "#format = :fmt", "#updated = :now"]
+        removes = ["#dirty"]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":heads": to_av(list(new_heads)), ":one": {"N": "1"}, ":dv": {"S": dynamic.__version__},
+            ":fmt": {"S": dynamic.FORMAT_VERSION}, ":now": {"S": now_iso()},
+            ":token": {"S": token}, ":expected": {"N": str(int(expected_counter))},
+        }
+        for i, (rev, checksum) in enumerate(sorted(checksum_set.items())):
+            names[f"#cs{i}"] = rev
+            values[f":cs{i}"] = {"S": str(checksum)}
+            sets.append(f"#checksums.#cs{i} = :cs{i}")
+        for i, rev in enumerate(sorted(checksum_remove)):
+            names[f"#cr{i}"] = rev
+            removes.append(f"#checksums.#cr{i}")
+        if not self.layout.has_sort_key:
+            sets.append("#history_index = :hidx")
+            values[":hidx"] = to_av(self._history_index_with(history_id))
+        update = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
+        new_counter = int(expected_counter) + 1
+        self._record_transaction(
+            token, expected_counter, update, names, values,
+            self._history_item(history_id, history, new_counter), what="the step's result")
+        self._tidy_checkpoints(token)
+        return new_counter
+
+    def stamp(self, token: str, *, expected_counter: int, new_heads: Iterable[str],
+              checksums: dict, purge: bool = False) -> int:
+        """Called by ``dyn stamp``: sets the heads without running anything, clears dirty, and
+        writes a history item with direction "stamp", in one transaction fenced like
+        ``finish_step``. ``checksums`` are those of the revisions the new heads include:
+        without ``purge`` a checksum already recorded is kept (an edited file stays
+        detectable) and those no longer applied are dropped; with ``purge`` they replace the
+        map. Checkpoints are deleted either way (no step is in progress after a stamp).
+        Returns the new counter."""
+        import dynamic
+
+        new_heads = list(new_heads)
+        record = self.read()
+        if record.exists and record.counter != int(expected_counter) and not (
+                record.lock and record.lock.owner != token):
+            raise self._counter_moved(record.counter, expected_counter)
+        if purge:
+            new_checksums = dict(checksums)
+        else:
+            new_checksums = {r: record.checksums.get(r, c) for r, c in checksums.items()}
+        label = "+".join(new_heads) or "base"
+        history_id = f"{now_iso('microseconds')}#{label}#stamp"
+        sets = ["#heads = :heads", "#counter = #counter + :one", "#dyn_version = :dv",
+                "#format = :fmt", "#updated = :now", "#checksums = :cs"]
+        values: dict[str, Any] = {
+            ":heads": to_av(new_heads), ":one": {"N": "1"}, ":dv": {"S": dynamic.__version__},
+            ":fmt": {"S": dynamic.FORMAT_VERSION}, ":now": {"S": now_iso()},
+            ":cs": to_av(new_checksums), ":token": {"S": token},
+            ":expected": {"N": str(int(expected_counter))},
+        }
+        if not self.layout.has_sort_key:
+            sets.append("#history_index = :hidx")
+            values[":hidx"] = to_av(self._history_index_with(history_id))
+        update = f"SET {', '.join(sets)} REMOVE #dirty"
+        new_counter = int(expected_counter) + 1
+        entry = {"revision": label, "direction": "stamp", "heads_before": list(record.heads),
+                 "heads_after": new_heads, "purge": bool(purge), "dyn_version": dynamic.__version__,
+                 "finished": now_iso()}
+        self._record_transaction(token, expected_counter, update, {}, values,
+                                 self._history_item(history_id, entry, new_counter),
+                                 what="the stamp")
+        self.clear_all_checkpoints(token)
+        return new_counter
+
+    def _history_index_with(self, history_id: str) -> list[str]:
+        # PK-only: the index is rewritten whole; the counter condition of the same write makes
+        # sure nobody changed it since this read
+        record = self.read_raw() or {}
+        index = from_av(record["history_index"]) if "history_index" in record else []
+        return [*index, history_id][-HISTORY_INDEX_CAP:]
+
+    def _history_item(self, history_id: str, entry: dict, counter: int) -> dict:
+        entry = dict(entry)
+        entry.setdefault("who", _who())
+        entry.setdefault("pid", os.getpid())
+        entry.setdefault("recorded", now_iso("milliseconds"))
+        return {
+            **self.layout.history_key(history_id),
+            "history_id": {"S": history_id},
+            "counter": {"N": str(counter)},
+            "entry": to_av(entry),
+        }
+
+    def _record_transaction(self, token: str, expected_counter: int, update: str,
+                            names: dict[str, str], values: dict, history_item: dict, what: str) -> None:
+        condition = "#lock_owner = :token AND #counter = :expected"
+        items = [
+            {"Update": {
+                "TableName": self.table.name, "Key": self.layout.version_key(),
+                "UpdateExpression": update, "ConditionExpression": condition,
+                "ExpressionAttributeNames": _names(update, condition, extra=names),
+                "ExpressionAttributeValues": values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }},
+            {"Put": {
+                "TableName": self.table.name, "Item": history_item,
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": self.layout.pk_name},
+            }},
+        ]
+        try:
+            self._transact(items)
+        except _Cancelled as c:
+            item = self._failed_item(c.reasons, 0)
+            lock = parse_lock(item)
+            if lock is None or lock.owner != token:
+                raise self._lease_lost(f"recording {what}") from None
+            counter = int(from_av(item["counter"])) if item and "counter" in item else None
+            if counter != int(expected_counter):
+                raise self._counter_moved(counter, expected_counter) from None
+            raise TableError(
+                f"table {self.table.name}: the history item {history_item['history_id']['S']} "
+                "already exists; nothing was recorded: run again") from None
+
+    # ---- history --------------------------------------------------------------------------
+    def history(self) -> list[dict]:
+        """Called by ``dyn history --applied`` / ``dyn current --verbose``: the history items,
+        newest first (ordered by the version counter each one set, not by anyone's clock).
+        Each is the entry as recorded plus ``counter`` and ``id``."""
+        if self.layout.has_sort_key:
+            items = self._query_prefix("history#")
+        else:
+            record = self.read_raw() or {}
+            ids = from_av(record["history_index"]) if "history_index" in record else []
+            items = self._batch_get([self.layout.history_key(i) for i in ids])
+        out = []
+        for item in items:
+            entry = from_av(item["entry"]) if "entry" in item else {}
+            entry["counter"] = int(from_av(item.get("counter", {"N": "0"})))
+            entry["id"] = from_av(item["history_id"]) if "history_id" in item else ""
+            out.append(entry)
+        out.sort(key=lambda e: (e["counter"], e["id"]), reverse=True)
+        return out
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, token: str, scope: str, segment: int, position: dict | str,
+                        total_segments: int) -> None:
+        """Called by the backfill engine after each page of a segment: records the segment's
+        position (the raw LastEvaluatedKey, or ``"done"``) in one transaction with a check that
+        ``token`` still holds the lock (else LeaseLost, nothing written). The first save of a
+        scope also registers it, with its segment count, in the version record; a different
+        count for a registered scope is refused (TableError)."""
+        total_segments = int(total_segments)
+        if not 0 <= int(segment) < total_segments:
+            raise ValueError(f"segment {segment} is not in 0..{total_segments - 1}")
+        if isinstance(position, str):
+            if position != "done":
+                raise ValueError(f"a checkpoint position is a LastEvaluatedKey or 'done', not {position!r}")
+            pos_av = {"S": "done"}
+        else:
+            pos_av = {"M": dict(position)}
+        put = {"Put": {
+            "TableName": self.table.name,
+            "Item": {
+                **self.layout.checkpoint_key(scope, int(segment)),
+                "scope": {"S": scope}, "segment": {"N": str(int(segment))},
+                "total_segments": {"N": str(total_segments)}, "position": pos_av,
+                "saved": {"S": now_iso("milliseconds")},
+            },
+        }}
+        values = {":token": {"S": token}, ":total": {"N": str(total_segments)}}
+        for _ in range(2):
+            registered = self._registered.get(scope) == total_segments
+            guard = None if registered else self._registering  # one registration per scope
+            if guard:
+                guard.acquire()
+            try:
+                registered = self._registered.get(scope) == total_segments
+                if registered:
+                    # the check covers the registration too, so a position is never written
+                    # for a scope that was cleared meanwhile (it would be stale when re-registered)
+                    condition = "#lock_owner = :token AND #checkpoint_scopes.#scope = :total"
+                    fence = {"ConditionCheck": {"ConditionExpression": condition}}
+                else:
+                    condition = ("#lock_owner = :token AND (attribute_not_exists(#checkpoint_scopes.#scope) "
+                                 "OR #checkpoint_scopes.#scope = :total)")
+                    update = "SET #checkpoint_scopes.#scope = :total"
+                    fence = {"Update": {"UpdateExpression": update, "ConditionExpression": condition}}
+                    condition += " " + update
+                body = next(iter(fence.values()))
+                body.update({
+                    "TableName": self.table.name, "Key": self.layout.version_key(),
+                    "ExpressionAttributeNames": _names(condition, extra={"#scope": scope}),
+                    "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                })
+                try:
+                    self._transact([fence, put])
+                except _Cancelled as c:
+                    item = self._failed_item(c.reasons, 0)
+                    lock_info = parse_lock(item)
+                    if lock_info is None or lock_info.owner != token:
+                        raise self._lease_lost(f"saving a checkpoint of {scope}") from None
+                    known = _parse_record(item).checkpoint_scopes.get(scope)
+                    if registered and known is None:  # cleared meanwhile: register it again
+                        self._registered.pop(scope, None)
+                        continue
+                    raise TableError(
+                        f"table {self.table.name}: checkpoints of {scope} were saved with {known} "
+                        f"segments, not {total_segments}: resume with {known} segments") from None
+                self._registered[scope] = total_segments
+                return
+            finally:
+                if guard:
+                    guard.release()
+
+    def load_checkpoints(self, scope: str) -> tuple[int | None, dict[int, dict | str]]:
+        """Called by the backfill engine before it starts: the segment count the scope was saved
+        with (None if it has no checkpoints) and each saved segment's position (a raw
+        LastEvaluatedKey to start after, or ``"done"``)."""
+        record = self.read()
+        total = record.checkpoint_scopes.get(scope)
+        if total is None:
+            return None, {}
+        self._registered[scope] = total
+        items = self._batch_get([self.layout.checkpoint_key(scope, s) for s in range(total)])
+        positions: dict[int, dict | str] = {}
+        for item in items:
+            seg = int(item["segment"]["N"])
+            pos = item["position"]
+            positions[seg] = pos["S"] if "S" in pos else pos["M"]
+        return total, positions
+
+    def clear_checkpoints(self, token: str, scope: str) -> None:
+        """Deletes one scope's checkpoints, fenced by ``token`` (else LeaseLost). The items go
+        first and the registration last, so a crash midway leaves fewer positions (segments
+        that restart: items visited again), never stale ones."""
+        record = self.read()
+        total = record.checkpoint_scopes.get(scope)
+        self._registered.pop(scope, None)
+        if total is None:
+            return
+        keys = [self.layout.checkpoint_key(scope, s) for s in range(total)]
+        for i in range(0, len(keys), _TXN_MAX - 1):
+            deletes = [{"Delete": {"TableName": self.table.name, "Key": k}} for k in keys[i:i + _TXN_MAX - 1]]
+            try:
+                self._transact([self._fence(token), *deletes])
+            except _Cancelled:
+                raise self._lease_lost(f"clearing the checkpoints of {scope}") from None
+        ok, _ = self.update_record(
+            update="REMOVE #checkpoint_scopes.#scope", condition="#lock_owner = :token",
+            values={":token": {"S": token}}, names={"#scope": scope})
+        if not ok:
+            raise self._lease_lost(f"clearing the checkpoints of {scope}")
+
+    def clear_all_checkpoints(self, token: str) -> None:
+        """Deletes the checkpoints of every scope (fenced by ``token``)."""
+        for scope in sorted(self.read().checkpoint_scopes):
+            self.clear_checkpoints(token, scope)
+
+    def _tidy_checkpoints(self, token: str) -> None:
+        try:
+            self.clear_all_checkpoints(token)
+        except DynError:
+            pass  # the step is recorded; the next begin_step deletes what is left
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def _fence(self, token: str) -> dict:
+        return {"ConditionCheck": {
+            "TableName": self.table.name, "Key": self.layout.version_key(),
+            "ConditionExpression": "#lock_owner = :token",
+            "ExpressionAttributeNames": {"#lock_owner": "lock_owner"},
+            "ExpressionAttributeValues": {":token": {"S": token}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }}
+
+    def _failed_item(self, reasons: list[dict], index: int) -> dict | None:
+        """The version record as it was when a transaction's condition on it failed."""
+        if index < len(reasons) and reasons[index].get("Item") is not None:
+            return reasons[index]["Item"]
+        return self.read_raw()
+
+    def _transact(self, items: list[dict]) -> None:
+        """TransactWriteItems, retried while it conflicts with another write of the same item
+        (a heartbeat, another segment's checkpoint); raises _Cancelled on a failed condition."""
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as e:
+                code = error_code(e)
+                if code == "TransactionCanceledException":
+                    reasons = e.response.get("CancellationReasons") or []
+                    codes = {r.get("Code") for r in reasons}
+                    if "ConditionalCheckFailed" in codes or (not reasons and "ConditionalCheckFailed" in str(e)):
+                        raise _Cancelled(reasons) from None
+                    if codes & _RETRYABLE_REASONS or not reasons:
+                        _backoff(attempt)
+                        continue
+                    raise self._aws(e) from None
+                if code in _CONFLICT_CODES or code in THROTTLE_CODES:
+                    _backoff(attempt)
+                    continue
+                raise self._aws(e) from None
+            except Exception as e:
+                raise self._aws(e) from None
+        raise TableError(
+            f"table {self.table.name}: dyn's version record stayed busy (transaction conflicts) "
+            f"through {_CONFLICT_ATTEMPTS} attempts: run again")
+
+    def _retry(self, call):
+        """A single-item write, retried while it conflicts with a transaction on the item."""
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                return call()
+            except ClientError as e:
+                if error_code(e) in _CONFLICT_CODES and attempt < _CONFLICT_ATTEMPTS - 1:
+                    _backoff(attempt)
+                    continue
+                raise
+
+    def _query_prefix(self, prefix: str) -> list[dict]:
+        kw: dict[str, Any] = dict(
+            TableName=self.table.name, ConsistentRead=True,
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :prefix)",
+            ExpressionAttributeNames={"#pk": self.layout.pk_name, "#sk": self.layout.sk_name},
+            ExpressionAttributeValues={":pk": dict(self.layout.meta_av), ":prefix": {"S": prefix}},
+        )
+        items: list[dict] = []
+        try:
+            while True:
+                r = self.client.query(**kw)
+                items.extend(r.get("Items", []))
+                if "LastEvaluatedKey" not in r:
+                    return items
+                kw["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+        except Exception as e:
+            raise self._aws(e) from None
+
+    def _batch_get(self, keys: list[dict]) -> list[dict]:
+        items: list[dict] = []
+        try:
+            for i in range(0, len(keys), 100):
+                pending = {self.table.name: {"Keys": keys[i:i + 100], "ConsistentRead": True}}
+                attempt = 0
+                while pending:
+                    r = self.client.batch_get_item(RequestItems=pending)
+                    items.extend(r.get("Responses", {}).get(self.table.name, []))
+                    pending = r.get("UnprocessedKeys") or {}
+                    if pending:
+                        _backoff(attempt)
+                        attempt += 1
+        except Exception as e:
+            raise self._aws(e) from None
+        return items
+
+    def _aws(self, e: BaseException) -> DynError:
+        if isinstance(e, DynError):
+            return e
+        return translate(e, self.table.name, self.client)
+
+    def _lease_lost(self, what: str) -> LeaseLost:
+        return LeaseLost(
+            f"lost the migration lock on table {self.table.name}: another runner took it over or "
+            f"it was force-released; this runner stopped before {what}")
+
+    def _counter_moved(self, counter: int | None, expected: int) -> TableError:
+        return TableError(
+            f"the version record of table {self.table.name} changed under this runner (counter "
+            f"{counter}, expected {expected}): another writer bypassed the lock; nothing was "
+            "recorded: check `dyn current` and run again")
+
+
+def _who() -> str:
+    try:
+        import getpass
+
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class StoreCheckpoints:
+    """The checkpoint store the backfill engine takes: ``load() / save(segment, position,
+    total_segments) / clear()`` for one scope, fenced by a lease (or its token). With a lease,
+    ``save`` first checks it locally so a lost lease stops the engine before a network call."""
+
+    def __init__(self, store: Store, lease_or_token: Any, scope: str):
+        self.store = store
+        self.scope = scope
+        self.token: str = getattr(lease_or_token, "token", lease_or_token)
+        self._check = getattr(lease_or_token, "check", None)
+
+    def load(self) -> tuple[int | None, dict[int, dict | str]]:
+        return self.store.load_checkpoints(self.scope)
+
+    def save(self, segment: int, position: dict | str, total_segments: int) -> None:
+        if self._check is not None:
+            self._check()
+        self.store.save_checkpoint(self.token, self.scope, segment, position, total_segments)
+
+    def clear(self) -> None:
+        self.store.clear_checkpoints(self.token, self.scope)
