@@ -6,6 +6,7 @@ No logic lives here. Errors become one line on stderr (`error: ...`) and an exit
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -26,6 +27,9 @@ class _State:
 class DynGroup(TyperGroup):
     """Turns DynError (and any unexpected exception) into one line and an exit code."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _relative_targets_last(list(args)))
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -41,6 +45,23 @@ class DynGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130) from None
+
+
+_RELATIVE = re.compile(r"^[-+]\d+$")
+
+
+def _relative_targets_last(args: list[str]) -> list[str]:
+    """`dyn downgrade -1` would read -1 as an option: move such targets after a `--`."""
+    for i, a in enumerate(args):
+        if a in ("upgrade", "downgrade"):
+            rest = args[i + 1:]
+            if "--" in rest:
+                return args
+            rel = [x for x in rest if _RELATIVE.match(x)]
+            if rel:
+                return args[:i + 1] + [x for x in rest if not _RELATIVE.match(x)] + ["--", *rel]
+            return args
+    return args
 
 
 def _is_cli_control(e: BaseException) -> bool:
@@ -301,7 +322,7 @@ def upgrade(
     _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout), json_)
 
 
-@app.command(context_settings={"ignore_unknown_options": True})
+@app.command()
 def downgrade(
     ctx: typer.Context,
     target: str = typer.Argument(..., help="-1, -N, base, a revision ..."),

@@ -189,10 +189,16 @@ def branches(project: Project) -> list[dict]:
 
 def _try_current(project: Project) -> tuple[str, ...] | None:
     """The table's heads when a table is configured and reachable; None otherwise."""
-    if not project.config.table:
+    c = project.config
+    if not c.table:
         return None
     try:
-        return tuple(project.store.read().heads)
+        # a quick probe: `dyn history` must stay fast with no AWS at all
+        probe = project._client or dynamo.make_client(
+            region=c.region, endpoint_url=c.endpoint_url, profile=c.profile,
+            max_attempts=1, connect_timeout=1, read_timeout=3)
+        table = dynamo.describe_table(probe, c.table)
+        return tuple(Store(probe, table, meta_pk=c.meta_pk).read().heads)
     except Exception:
         return None
 

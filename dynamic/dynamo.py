@@ -5,6 +5,7 @@ AWS_ENDPOINT_URL_DYNAMODB, ...); explicit values from config or flags win.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +41,19 @@ def make_client(
     max_pool_connections: int = 32,
     retry_mode: str = "adaptive",
     max_attempts: int = 10,
+    connect_timeout: float = 5,
+    read_timeout: float = 30,
 ) -> Any:
     """A DynamoDB client whose pool fits the backfill's concurrency and whose retries back off."""
     session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
     cfg = BotoConfig(
         retries={"mode": retry_mode, "max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
     )
+    # AWS_REGION is what the SDKs document; older botocore only reads AWS_DEFAULT_REGION
+    region = region or session.region_name or os.environ.get("AWS_REGION") or None
     try:
         return session.client(
             "dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=cfg

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 PORT=${DYN_DEMO_PORT:-8000}
-export AWS_ACCESS_KEY_ID=dynlocal AWS_SECRET_ACCESS_KEY=dynlocal AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=dynlocal AWS_SECRET_ACCESS_KEY=dynlocal AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$PORT"
 ROOT=$PWD
 DYN="$ROOT/.venv/bin/dyn"

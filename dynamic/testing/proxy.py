@@ -15,8 +15,8 @@ Faults, chosen per request by operation (the ``X-Amz-Target`` header):
 * ``lost``: forward the request (so it applies), read the reply, then close the connection
   without answering -- the client sees a dropped connection and retries the same request.
 
-Decisions come from one ``random.Random(seed)`` in request order: the same seed gives the same
-sequence of faults. The proxy is stdlib only (``ThreadingHTTPServer`` + ``http.client`` with
+Decisions come from one ``random.Random`` per operation, seeded from ``seed``: the n-th Scan
+meets the same fault in every run, however the threads interleave Scans with other calls. The proxy is stdlib only (``ThreadingHTTPServer`` + ``http.client`` with
 keep-alive on both sides), runs on a daemon thread, and stops on ``close()``, on leaving the
 ``with`` block, or by itself after ``lifetime`` seconds. Run it as its own process (so it does
 not share the GIL with the code under test) with::
@@ -153,7 +153,8 @@ class FaultProxy:
         self.upstream_port = parts.port or 80
         self.latency = latency
         self.lifetime = lifetime
-        self._rng = random.Random(seed)
+        self.seed = seed
+        self._rngs: dict[str, random.Random] = {}
         self._rates: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("requests", *FAULTS), 0))
@@ -192,7 +193,10 @@ class FaultProxy:
             rates = self._rates.get(op) or self._rates.get("*")
             if not rates:
                 return None
-            r = self._rng.random()
+            rng = self._rngs.get(op)
+            if rng is None:
+                rng = self._rngs[op] = random.Random(f"{self.seed}:{op}")
+            r = rng.random()
             for fault in FAULTS:
                 p = rates[fault]
                 if r < p:

@@ -21,7 +21,7 @@ KINDS = ["Repo", "Issue", "PullRequest"]
 def repo_collection(item):
     repo = f"REPO#{item['Repo']}"
     if item["Type"] == "Repo":
-        return {"GSI2PK": repo, "GSI2SK": repo}
+        return {"GSI2PK": repo, "GSI2SK": "#REPO"}  # "#" sorts before the letters
     prefix = "ISSUE" if item["Type"] == "Issue" else "PR"
     return {"GSI2PK": repo, "GSI2SK": f"{prefix}#{int(item['Number']):08d}"}
 
