@@ -87,6 +87,14 @@ app = typer.Typer(
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print only JSON on stdout.")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do it without asking (needed on a protected stage in CI).")
+
+
+def _confirm():
+    """An interactive yes/no on a TTY; None in CI (no TTY), where --yes is required."""
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        return lambda prompt: typer.confirm(prompt, default=False, err=True)
+    return None
 
 
 def _version(value: bool) -> None:
@@ -234,6 +242,8 @@ def history(
         typer.echo(_rev_line(d))
         if verbose:
             typer.echo(f"    path: {d['path']}\n    checksum: {d['checksum']}")
+            if d.get("irreversible"):
+                typer.echo(f"    irreversible: {d['irreversible']}")
 
 
 @app.command()
@@ -315,11 +325,16 @@ def upgrade(
     workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
     max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
     max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
+    backup: Optional[str] = typer.Option(None, "--backup", help="none | pitr | on-demand"),
+    max_errors: Optional[int] = typer.Option(None, "--max-errors", help="Record and skip up to N failing items."),
+    yes: bool = YesOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Apply pending revisions up to TARGET."""
-    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu)
-    _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout), json_)
+    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
+                 max_errors=max_errors)
+    _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
+                               confirm=_confirm()), json_)
 
 
 @app.command()
@@ -331,22 +346,36 @@ def downgrade(
     workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
     max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
     max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
+    backup: Optional[str] = typer.Option(None, "--backup", help="none | pitr | on-demand"),
+    max_errors: Optional[int] = typer.Option(None, "--max-errors", help="Record and skip up to N failing items."),
+    yes: bool = YesOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Revert applied revisions down to TARGET."""
-    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu)
-    _render_run(commands.downgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout), json_)
+    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
+                 max_errors=max_errors)
+    _render_run(commands.downgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
+                               confirm=_confirm()), json_)
 
 
 @app.command()
 def stamp(
     ctx: typer.Context,
-    target: str = typer.Argument(..., help="Revision(s) to record as current; `base` for none."),
+    target: Optional[str] = typer.Argument(None, help="Revision(s) to record as current; `base` for none."),
     purge: bool = typer.Option(False, "--purge", help="Ignore (and replace) whatever the table records."),
+    reset_checksum: Optional[str] = typer.Option(None, "--reset-checksum", metavar="REV",
+                                                 help="Accept an edit of applied revision REV's file."),
+    yes: bool = YesOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Record TARGET as the table's revision without running anything."""
-    r = commands.stamp(_project(ctx), target, purge=purge)
+    r = commands.stamp(_project(ctx), target, purge=purge, reset_checksum=reset_checksum, yes=yes,
+                       confirm=_confirm())
+    if isinstance(r, str):
+        if json_:
+            return _emit_json({"reset_checksum": r})
+        typer.echo(f"recorded the current checksum of revision {r}")
+        return
     if json_:
         return _emit_json(r.as_dict())
     typer.echo(f"stamped {', '.join(r.heads_after) or 'base'} (was {', '.join(r.heads_before) or 'base'})")
@@ -372,17 +401,19 @@ def lock_cmd(ctx: typer.Context, json_: bool = JsonOpt) -> None:
 
 
 @app.command()
-def unlock(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", help="Really force-release."),
-           json_: bool = JsonOpt) -> None:
+def unlock(ctx: typer.Context, yes: bool = YesOpt, json_: bool = JsonOpt) -> None:
     """Force-release the migration lock (only when its holder is dead)."""
-    if not yes:
-        typer.echo("error: unlock force-releases another runner's lock; pass --yes if that runner is dead",
-                   err=True)
-        raise typer.Exit(2)
-    d = commands.unlock(_project(ctx))
+    d = commands.unlock(_project(ctx), yes=yes, confirm=_confirm())
     if json_:
         return _emit_json(d)
     typer.echo("was not locked" if not d else f"released the lock held by {d.get('host')}/{d.get('pid')}")
+
+
+@app.command("iam-policy")
+def iam_policy(ctx: typer.Context,
+               read_only: bool = typer.Option(False, "--read-only", help="For current/check/history only.")) -> None:
+    """Print a least-privilege IAM policy (JSON) for the table and these revisions."""
+    _emit_json(commands.iam_policy(_project(ctx), read_only=read_only))
 
 
 def main() -> None:

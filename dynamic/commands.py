@@ -18,10 +18,10 @@ from typing import Any, Callable, Sequence
 from . import dynamo
 from . import lock as locklib
 from .config import CONFIG_FILE, Config
-from .errors import ChecksumMismatch, DirtyState, MultipleHeads, NotAtHead, UsageError
+from .errors import ChecksumMismatch, DirtyState, MultipleHeads, NotAtHead, ProtectedTable, UsageError
 from .graph import Revision
 from .operations import OpSettings
-from .runner import RunOptions, RunResult, Runner, checksum_warnings
+from .runner import RunOptions, RunResult, Runner, checksum_warnings, irreversible_reason
 from .scripts import TEMPLATE_NAME, ScriptDirectory, render, templates_dir
 from .store import Store
 
@@ -75,6 +75,7 @@ class Project:
                                 max_wcu=c.max_wcu, max_rcu=c.max_rcu, dry_run=dry_run),
             log=self.log,
             progress=self.progress,
+            backup=c.backup,
         )
         self.graph  # load revision files before touching AWS: a broken file fails first
         return Runner(self.scripts, self.client, self.table, self.store, options)
@@ -223,6 +224,7 @@ def history(project: Project, rev_range: str | None = None, *, verbose: bool = F
             s = project.scripts.get(r.revision)
             d["checksum"] = s.checksum
             d["docstring"] = (s.module.__doc__ or "").strip()
+            d["irreversible"] = irreversible_reason(s)
         out.append(d)
     return out
 
@@ -267,21 +269,75 @@ def applied_history(project: Project) -> list[dict]:
     return project.store.history()
 
 
+Confirm = Callable[[str], bool]
+
+
+def guard_protected(project: Project, action: str, plan: str, *, yes: bool,
+                    confirm: Confirm | None) -> None:
+    """On a protected stage, a change needs ``yes`` or an interactive confirmation."""
+    if not project.config.protected or yes:
+        return
+    table = project.config.require_table()
+    if confirm is not None:
+        if confirm(f"table {table} is protected. {plan}\nProceed with {action}?"):
+            return
+        raise ProtectedTable(f"{action} on protected table {table} was not confirmed; nothing was done")
+    raise ProtectedTable(
+        f"table {table} is protected (protected = true): {action} needs --yes; "
+        f"the plan: {plan}")
+
+
+def _plan_text(runner: Runner, command: str, target: str) -> str | None:
+    """One line describing what a run would do, or None when it would do nothing."""
+    record, _, steps = runner.plan(command, target)
+    if not steps and not record.dirty:
+        return None
+    names = ", ".join(f"{s.direction} {s.revision.revision} ({s.revision.doc})" for s in steps)
+    return f"{command} would run: {names or 'the step left in progress'}"
+
+
+def _move(project: Project, command: str, target: str, dry_run: bool, lock_timeout: float | None,
+          yes: bool, confirm: Confirm | None) -> RunResult:
+    runner = project.runner(dry_run=dry_run, lock_timeout=lock_timeout)
+    if project.config.protected and not dry_run and not yes:
+        plan = _plan_text(runner, command, target)
+        if plan:
+            if command == "downgrade":
+                runner.check_reversible(runner.plan(command, target)[2])
+            guard_protected(project, f"{command} {target}", plan, yes=yes, confirm=confirm)
+    return runner.upgrade(target) if command == "upgrade" else runner.downgrade(target)
+
+
 def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
-            lock_timeout: float | None = None) -> RunResult:
-    """Apply pending revisions up to ``target``."""
-    return project.runner(dry_run=dry_run, lock_timeout=lock_timeout).upgrade(target)
+            lock_timeout: float | None = None, yes: bool = False,
+            confirm: Confirm | None = None) -> RunResult:
+    """Apply pending revisions up to ``target``. On a protected stage pass ``yes=True`` (or a
+    ``confirm(prompt) -> bool`` callback)."""
+    return _move(project, "upgrade", target, dry_run, lock_timeout, yes, confirm)
 
 
 def downgrade(project: Project, target: str, *, dry_run: bool = False,
-              lock_timeout: float | None = None) -> RunResult:
+              lock_timeout: float | None = None, yes: bool = False,
+              confirm: Confirm | None = None) -> RunResult:
     """Revert applied revisions down to ``target`` (``-1``, ``base``, a revision)."""
-    return project.runner(dry_run=dry_run, lock_timeout=lock_timeout).downgrade(target)
+    return _move(project, "downgrade", target, dry_run, lock_timeout, yes, confirm)
 
 
-def stamp(project: Project, target: str, *, purge: bool = False, dry_run: bool = False) -> RunResult:
-    """Record ``target`` as the table's heads without running anything."""
-    return project.runner(dry_run=dry_run).stamp(target, purge=purge)
+def stamp(project: Project, target: str | None, *, purge: bool = False, dry_run: bool = False,
+          reset_checksum: str | None = None, yes: bool = False,
+          confirm: Confirm | None = None) -> RunResult | str:
+    """Record ``target`` as the table's heads without running anything; or, with
+    ``reset_checksum=REV``, accept an intended edit of an applied revision's file."""
+    runner = project.runner(dry_run=dry_run)
+    what = f"stamp --reset-checksum {reset_checksum}" if reset_checksum else f"stamp {target}"
+    if not dry_run:
+        guard_protected(project, what, f"{what} (nothing runs; only the version record changes)",
+                        yes=yes, confirm=confirm)
+    if reset_checksum:
+        return runner.reset_checksum(reset_checksum)
+    if not target:
+        raise UsageError("dyn stamp needs a revision (or base), or --reset-checksum REV")
+    return runner.stamp(target, purge=purge)
 
 
 def check(project: Project) -> dict:
@@ -290,9 +346,14 @@ def check(project: Project) -> dict:
     record = project.store.read()
     project.store.check_format(record)
     g.check_known(record.heads)
-    warnings = checksum_warnings(project.scripts, record.checksums)
-    for w in warnings:
-        project.log(f"warning: {w}")
+    changed = checksum_warnings(project.scripts, record.checksums)
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        for w in changed[1:]:
+            project.log(f"warning: {w}")
+        raise ChecksumMismatch(f"{changed[0]}{more}: restore the file, or accept the change with "
+                               "`dyn stamp --reset-checksum REV`")
+    warnings: list[str] = []
     if record.dirty:
         d = record.dirty
         raise DirtyState(f"{d.get('direction')} of revision {d.get('revision')} is in progress "
@@ -310,9 +371,26 @@ def lock_status(project: Project) -> dict | None:
     return _lock_dict(locklib.read_lock(project.store))
 
 
-def unlock(project: Project) -> dict | None:
-    """Force-release the lock (the holder, if alive, stops at its next write)."""
+def unlock(project: Project, *, yes: bool = False, confirm: Confirm | None = None) -> dict | None:
+    """Force-release the lock (the holder, if alive, stops at its next write). Needs ``yes``
+    or a ``confirm(prompt)`` callback that says yes, protected stage or not."""
+    if not yes:
+        if confirm is None:
+            raise UsageError("unlock force-releases another runner's lock: pass --yes if that runner is dead")
+        held = _lock_dict(locklib.read_lock(project.store))
+        what = f"release the lock held by {held['host']}/{held['pid']}" if held else "unlock (it is not locked)"
+        if not confirm(f"table {project.config.require_table()}: {what}?"):
+            raise UsageError("unlock was not confirmed; nothing was done")
     return _lock_dict(locklib.force_release(project.store))
+
+
+def iam_policy(project: Project, *, read_only: bool = False) -> dict:
+    """A least-privilege IAM policy for this project's table and revisions."""
+    from .iam import policy
+
+    sources = [s.path.read_text(encoding="utf-8") for s in project.scripts.scripts.values()]
+    c = project.config
+    return policy(c.require_table(), sources, region=c.region, backup=c.backup, read_only=read_only)
 
 
 def _lock_dict(info: Any) -> dict | None:

@@ -41,6 +41,14 @@ class Config:
     max_wcu: float | None = None
     max_rcu: float | None = None
     retry_mode: str = "adaptive"
+    # production safety (docs/production.md)
+    backup: str = "none"  # none | pitr | on-demand
+    protected: bool = False  # upgrade/downgrade/stamp/unlock need --yes
+    max_errors: int = 0  # failing update() calls a backfill records and skips before it stops
+    errors_file: str = "dyn-errors.jsonl"
+    # on-demand list prices in USD per million request units (us-east-1, since Nov 2024)
+    write_price: float = 0.625
+    read_price: float = 0.125
     # where the config came from; script_location is relative to root
     path: Path | None = field(default=None, compare=False)
     root: Path = field(default_factory=Path.cwd, compare=False)
@@ -61,6 +69,8 @@ class Config:
 KEYS: dict[str, type] = {
     f.name: f.type for f in fields(Config) if f.name not in ("path", "root")  # type: ignore[misc]
 }
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False, "": False}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -87,6 +97,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if value is None:
         return None
     try:
+        if "bool" in kind_s:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                return _BOOLS[value.strip().lower()]
+            raise ValueError
         if "float" in kind_s:
             return float(value) if value != "" else None
         if "int" in kind_s:
@@ -99,7 +115,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ValueError
         return value
     except (TypeError, ValueError):
-        want = "a number" if ("int" in kind_s or "float" in kind_s) else "a string"
+        want = ("true or false" if "bool" in kind_s else
+                "a number" if ("int" in kind_s or "float" in kind_s) else "a string")
         raise ConfigError(f"config key {key!r} from {source} must be {want}, got {value!r}") from None
 
 
@@ -195,6 +212,10 @@ def _validate(cfg: Config) -> None:
         v = getattr(cfg, k)
         if v is not None and v <= 0:
             raise ConfigError(f"{k} must be positive, got {v}")
+    if cfg.backup not in ("none", "pitr", "on-demand"):
+        raise ConfigError(f"backup must be none, pitr or on-demand, got {cfg.backup!r}")
+    if cfg.max_errors < 0:
+        raise ConfigError(f"max_errors must be zero or positive, got {cfg.max_errors}")
     if cfg.retry_mode not in ("standard", "adaptive", "legacy"):
         raise ConfigError(f"retry_mode must be standard or adaptive, got {cfg.retry_mode!r}")
     if cfg.table is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", cfg.table):

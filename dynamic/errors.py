@@ -93,3 +93,18 @@ class ChecksumMismatch(DynError):
 
 class MigrationError(DynError):
     """A revision's upgrade/downgrade raised; the step is left dirty for a resume."""
+
+
+class Irreversible(DynError):
+    """Raised by a revision's downgrade (or ``op.irreversible(why)``): it cannot be undone.
+
+    ``dyn downgrade`` past such a revision stops before doing anything.
+    """
+
+    def __init__(self, reason: str = "declared irreversible"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProtectedTable(UsageError):
+    """A protected stage needs --yes (or an interactive confirmation)."""

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from . import backfill as engine
 from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
-from .errors import DynError, UsageError
+from .errors import DynError, Irreversible, UsageError
 
 _ser = TypeSerializer()
 KEY_TYPES = ("S", "N", "B")
@@ -81,6 +81,11 @@ class Operations:
         self._log = log or (lambda msg: None)
         self._data_ops = 0
         self.records: list[OpRecord] = []
+
+    def irreversible(self, reason: str) -> None:
+        """Call first thing in ``downgrade(op)``: this revision cannot be undone, and
+        ``dyn downgrade`` past it stops before doing anything, naming ``reason``."""
+        raise Irreversible(reason)
 
     # ---- data -------------------------------------------------------------------------
     def _engine_kwargs(self, label: str) -> dict:

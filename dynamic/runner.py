@@ -19,7 +19,8 @@ from typing import Any, Callable
 from . import __version__
 from . import lock as locklib
 from .dynamo import TableInfo
-from .errors import DirtyState, DynError, GraphError, LeaseLost, MigrationError
+from . import backup as backups
+from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError
 from .graph import RevisionGraph, Step
 from .operations import Operations, OpSettings
 from .scripts import ScriptDirectory
@@ -46,6 +47,7 @@ class RunOptions:
     settings: OpSettings = field(default_factory=OpSettings)
     log: Callable[[str], None] = lambda msg: None
     progress: Callable[[str, int | None], Any] | None = None
+    backup: str = "none"
 
 
 @dataclass
@@ -95,6 +97,41 @@ def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list
     return out
 
 
+class _Reached(Exception):
+    """The probe reached a real operation: the downgrade does something, so it is reversible."""
+
+
+class _ProbeOp:
+    """Stands in for `op` to learn, without touching the table, whether a downgrade declares
+    itself irreversible: ``op.irreversible()`` raises, any other use ends the probe."""
+
+    def irreversible(self, reason: str) -> None:
+        raise Irreversible(reason)
+
+    def __getattr__(self, name: str) -> Any:
+        raise _Reached(name)
+
+
+def irreversible_reason(script: Any) -> str | None:
+    """Why a revision cannot be downgraded, or None. Declared by a module-level
+    ``irreversible = "why"``, by ``op.irreversible("why")`` or by raising
+    ``dynamic.Irreversible`` / ``NotImplementedError`` in ``downgrade`` before any operation."""
+    declared = getattr(script.module, "irreversible", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    if declared is True:
+        return "declared irreversible"
+    try:
+        script.module.downgrade(_ProbeOp())
+    except Irreversible as e:
+        return e.reason
+    except NotImplementedError as e:
+        return str(e) or "its downgrade() raises NotImplementedError"
+    except Exception:
+        return None
+    return None
+
+
 class Runner:
     """Moves one table along the revision graph."""
 
@@ -141,12 +178,25 @@ class Runner:
     def downgrade(self, target: str) -> RunResult:
         return self._run("downgrade", target)
 
+    def check_reversible(self, steps: list[Step]) -> None:
+        """A downgrade past an irreversible revision stops before anything runs."""
+        for s in steps:
+            if s.direction == "down":
+                why = irreversible_reason(self.scripts.get(s.revision.revision))
+                if why:
+                    raise Irreversible(
+                        f"cannot downgrade past revision {s.revision.revision} ({s.revision.path}): "
+                        f"it is irreversible: {why}")
+
     def _run(self, command: str, target: str) -> RunResult:
         t0 = time.monotonic()
         record, resolved, steps = self.plan(command, target)
+        self.check_reversible(steps)
         warnings = checksum_warnings(self.scripts, record.checksums)
         for w in warnings:
             self.options.log(f"warning: {w}")
+        if steps and self.options.backup == "pitr":
+            backups.require_pitr(self.client, self.table.name)
         if self.options.dry_run:
             results = [self._dry_step(s) for s in steps]
             return RunResult(command, resolved, record.heads,
@@ -166,9 +216,14 @@ class Runner:
         with lease:
             record = self._read()  # another runner may have moved the table while we waited
             steps = self._resume_order(record, self._plan_after_wait(command, record.heads, resolved))
+            self.check_reversible(steps)
             counter = record.counter
             heads_before = heads = record.heads
             dirty = record.dirty
+            self.backup_arn = None
+            if steps and self.options.backup == "on-demand":
+                self.backup_arn = backups.create_backup(self.client, self.table.name, steps[0].revision.revision)
+                self.options.log(f"backup taken: {self.backup_arn}")
             for step in steps:
                 lease.check()
                 resumed = bool(dirty) and _same_step(dirty, step)
@@ -215,7 +270,7 @@ class Runner:
             settings=settings,
             exclude=self.store.layout.exclude_condition(),
             is_meta=self.store.layout.is_meta,
-            checkpoints=(lambda i: StoreCheckpoints(self.store, lease.token, f"{rev}#{direction}#{i}"))
+            checkpoints=(lambda i: StoreCheckpoints(self.store, lease, f"{rev}#{direction}#{i}", defer_clear=True))
             if lease else None,
             guard=lease.check if lease else None,
             progress=self.options.progress,
@@ -232,8 +287,6 @@ class Runner:
         op = self._operations(step, None, True)
         try:
             self._call(step, op)
-        except NotImplementedError:
-            raise DynError(f"revision {step.revision.revision} has no downgrade (NotImplementedError)") from None
         except DynError:
             raise
         except Exception as e:
@@ -259,11 +312,11 @@ class Runner:
             self._call(step, op)
         except (LeaseLost, DirtyState):
             raise
-        except NotImplementedError:
-            self.store.begin_step(lease.token, None)  # nothing ran: the step is not in progress
-            raise DynError(
-                f"revision {rev} ({script.revision.path}) cannot be downgraded: its downgrade() "
-                "raises NotImplementedError") from None
+        except (NotImplementedError, Irreversible) as e:
+            # raised after the probe passed, perhaps mid-way: the step stays in progress
+            raise MigrationError(
+                f"revision {rev} ({script.revision.path}) {direction}grade stopped: "
+                f"{type(e).__name__}: {e}; it is left in progress") from e
         except DynError as e:
             raise type(e)(f"revision {rev} {direction}grade stopped: {e.message}; it is left in "
                           "progress and resumes on the next run") from e
@@ -285,6 +338,7 @@ class Runner:
                 "checksum": script.checksum, "counts": counts,
                 "ops": [r.as_dict() for r in op.records],
                 "heads_before": list(step.heads_before), "heads_after": list(step.heads_after),
+                **({"backup_arn": self.backup_arn} if getattr(self, "backup_arn", None) else {}),
             },
             checksum_set={rev: script.checksum} if direction == "up" else None,
             checksum_remove=[rev] if direction == "down" else None,
@@ -292,6 +346,19 @@ class Runner:
         self.options.log(f"done {direction}grade {rev} in {seconds:.1f}s")
         return StepResult(rev, direction, step.revision.doc, seconds,
                           [r.as_dict() for r in op.records], counts, resumed)
+
+    def reset_checksum(self, target: str) -> str:
+        """Accept an intended edit of an applied revision: record its file's current checksum."""
+        rev = self.graph.resolve_id(target)
+        record = self.store.read()
+        self.store.check_format(record)
+        if rev not in record.checksums:
+            raise GraphError(f"revision {rev} is not applied to table {self.table.name}: nothing to reset")
+        lease = locklib.acquire(self.store, lease_seconds=self.options.lease_seconds,
+                                timeout=self.options.lock_timeout)
+        with lease:
+            self.store.reset_checksum(lease.token, rev, self.scripts.get(rev).checksum)
+        return rev
 
     # ---- stamp ------------------------------------------------------------------------
     def stamp(self, target: str, purge: bool = False) -> RunResult:

@@ -569,6 +569,21 @@ class Store:
                 "already exists; nothing was recorded: run again") from None
 
     # ---- history --------------------------------------------------------------------------
+    def reset_checksum(self, token: str, revision: str, checksum: str) -> None:
+        """Called by ``dyn stamp --reset-checksum``: accept an intended edit of an applied
+        revision's file by recording its new checksum. Fenced by the lock."""
+        ok, item = self.update_record(
+            update="SET #checksums.#rev = :c",
+            condition="#lock_owner = :t AND attribute_exists(#checksums.#rev)",
+            names={"#rev": revision},
+            values={":c": {"S": checksum}, ":t": {"S": token}},
+        )
+        if not ok:
+            if not item or item.get("lock_owner", {}).get("S") != token:
+                raise LeaseLost(f"lost the lock on table {self.table.name} before recording the checksum")
+            raise TableError(f"revision {revision} is not applied to table {self.table.name}: "
+                             "there is no checksum to reset")
+
     def history(self) -> list[dict]:
         """Called by ``dyn history --applied`` / ``dyn current --verbose``: the history items,
         newest first (ordered by the version counter each one set, not by anyone's clock).
@@ -832,9 +847,12 @@ class StoreCheckpoints:
     total_segments) / clear()`` for one scope, fenced by a lease (or its token). With a lease,
     ``save`` first checks it locally so a lost lease stops the engine before a network call."""
 
-    def __init__(self, store: Store, lease_or_token: Any, scope: str):
+    def __init__(self, store: Store, lease_or_token: Any, scope: str, *, defer_clear: bool = False):
         self.store = store
         self.scope = scope
+        # the runner defers: finish_step drops a step's checkpoints once the step is recorded,
+        # so a crash between a backfill's end and that record does not redo the whole backfill
+        self.defer_clear = defer_clear
         self.token: str = getattr(lease_or_token, "token", lease_or_token)
         self._check = getattr(lease_or_token, "check", None)
 
@@ -847,4 +865,5 @@ class StoreCheckpoints:
         self.store.save_checkpoint(self.token, self.scope, segment, position, total_segments)
 
     def clear(self) -> None:
-        self.store.clear_checkpoints(self.token, self.scope)
+        if not self.defer_clear:
+            self.store.clear_checkpoints(self.token, self.scope)

@@ -631,3 +631,104 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     for q in quoted:
         pat = pattern(q)
         assert any(pat.fullmatch(line) for line in seen), f"troubleshooting.md quotes {q!r}; dyn printed none like it"
+
+
+# ---- iam.md: the policies allow exactly what dyn calls ----------------------------------
+
+EVERY_OP = '''\
+"""every kind of call dyn makes"""
+from boto3.dynamodb.conditions import Attr
+
+import dynamic
+
+revision = "iam001"
+down_revision = None
+
+
+def upgrade(op):
+    desc = op.client.describe_table(TableName=op.table_name)["Table"]
+    if not desc.get("StreamSpecification", {}).get("StreamEnabled"):
+        op.update_table(StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
+    op.put_items([{"id": f"n{i}", "Type": "New"} for i in range(3)])
+    op.backfill(lambda item: {"Seen": True, "Old": dynamic.REMOVE}, filter=Attr("Type").eq("Thing"))
+    op.remove_attributes(["Seen"], filter=Attr("Type").eq("Thing"))
+    op.delete_items(filter=Attr("Type").eq("New"))
+    op.update_ttl("ExpiresAt")
+
+
+def downgrade(op):
+    op.update_ttl("ExpiresAt", enabled=False)
+'''
+
+_TRANSACT = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+
+
+def recording_client(endpoint: str, calls: set):
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+
+    def record(model, params, **_):
+        if model.name == "TransactWriteItems":
+            calls.update(_TRANSACT[k] for item in params["TransactItems"] for k in item)
+        else:
+            calls.add(model.name)
+
+    client.meta.events.register("before-parameter-build.dynamodb", record)
+    return client
+
+
+def test_iam_policies_allow_exactly_what_dyn_calls(tmp_path, ddb_local, local_client):
+    from dynamic import commands
+    from dynamic.config import load_config as load
+
+    policies = {}
+    for b in blocks(ROOT / "docs" / "iam.md"):
+        if b.lang == "json":
+            stmt = json.loads(b.text)["Statement"][0]
+            policies[stmt["Sid"]] = {a.removeprefix("dynamodb:") for a in stmt["Action"]}
+    migrate, check = policies["DynMigrateTable"], policies["DynCheckTable"]
+    known = set(local_client.meta.service_model.operation_names) | {"ConditionCheckItem"}
+    assert migrate <= known and check <= known
+
+    writes, reads = set(), set()
+    projects = []
+    for name, sort_key in (("pk-only", False), ("pk-sk", True)):
+        root = tmp_path / name
+        (root / "migrations" / "versions").mkdir(parents=True)
+        table = create_table(local_client, sort_key=sort_key, pk="id" if not sort_key else "PK")
+        pk = "id" if not sort_key else "PK"
+        for i in range(5):
+            item = {pk: {"S": f"t{i}"}, "Type": {"S": "Thing"}, "Old": {"N": "1"}}
+            if sort_key:
+                item["SK"] = {"S": "T"}
+            local_client.put_item(TableName=table, Item=item)
+        (root / "dyn.toml").write_text(f'[dyn]\ntable = "{table}"\nscript_location = "migrations"\n')
+        if not sort_key:
+            (root / "migrations" / "versions" / "iam001_every_op.py").write_text(EVERY_OP)
+        else:
+            write_revision_file(root / "migrations" / "versions", "iam001", None)
+        cfg = load(cwd=root)
+        p = commands.Project(cfg, client=recording_client(ddb_local.endpoint_url, writes))
+        if not sort_key:
+            commands.upgrade(p, "head")
+            commands.downgrade(p, "base")
+        commands.stamp(p, "head")
+        commands.unlock(p)
+        commands.applied_history(p)
+        projects.append(cfg)
+
+    for cfg in projects:
+        p = commands.Project(cfg, client=recording_client(ddb_local.endpoint_url, reads))
+        commands.check(p)
+        commands.current(p, verbose=True)
+        commands.applied_history(p)
+        commands.lock_status(p)
+
+    assert writes <= migrate, f"iam.md's migrating policy lacks {sorted(writes - migrate)}"
+    assert reads <= check, f"iam.md's read-only policy lacks {sorted(reads - check)}"
+    assert migrate <= writes, f"iam.md's migrating policy grants unused {sorted(migrate - writes)}"
+    assert check <= reads, f"iam.md's read-only policy grants unused {sorted(check - reads)}"
+    table = (ROOT / "docs" / "iam.md").read_text()
+    for action in migrate:
+        assert re.search(rf"^\|[^|]*`{action}`", table, re.M), f"iam.md does not say what {action} is for"

@@ -381,7 +381,12 @@ def check_upgrade(project: DynProject) -> None:
 
 
 def _not_implemented(e: BaseException) -> bool:
-    return isinstance(e.__context__, NotImplementedError) or "NotImplementedError" in str(e)
+    """A downgrade that declares it cannot run (NotImplementedError, or dyn's Irreversible)."""
+    from dynamic import errors
+
+    one_way = (NotImplementedError, *([errors.Irreversible] if hasattr(errors, "Irreversible") else []))
+    return (isinstance(e, one_way) or isinstance(e.__context__, one_way) or isinstance(e.__cause__, one_way)
+            or "NotImplementedError" in str(e))
 
 
 def check_up_down_consistency(project: DynProject, *, compare_state: bool = True) -> list[str]:
@@ -389,7 +394,8 @@ def check_up_down_consistency(project: DynProject, *, compare_state: bool = True
     it again. With ``compare_state``, the downgrade must restore the items and indexes as they
     were before the upgrade, and the second upgrade must give what the first one gave.
 
-    A downgrade that raises NotImplementedError ends the walk with a DynTestWarning.
+    A downgrade that raises NotImplementedError (or is declared irreversible) ends the walk
+    with a DynTestWarning.
     Returns the revisions walked.
     """
     from dynamic.errors import DynError
