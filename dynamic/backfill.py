@@ -45,9 +45,10 @@ from typing import Any, Callable, Iterator, Protocol
 
 from boto3.dynamodb.conditions import ConditionBase, ConditionExpressionBuilder
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .dynamo import THROTTLE_CODES, TableInfo, error_code
+from .dynamo import THROTTLE_CODES, TableInfo, error_code, translate
 from .errors import AwsError, DynError, LeaseLost, UsageError
 
 __all__ = [
@@ -457,21 +458,24 @@ class _Engine:
         self.segments: list[_Segment] = []
 
     # -- calls ---------------------------------------------------------------------------------
-    def call(self, method: Callable, kw: dict, *, write: bool) -> dict:
+    def call(self, method: Callable, kw: dict | None = None, *, write: bool, charge: bool = True,
+             stoppable: bool = True) -> Any:
         """One AWS call, retried through throttling, 5xx and connection failures (botocore
-        retries first; this loop takes over when it gives up). Writes check the lease first."""
+        retries first; this loop takes over when it gives up). Writes check the lease first.
+        ``stoppable=False``: the final checkpoint flush, which runs after the stop."""
         attempt = 0
         first_failure = 0.0
-        bucket = self.wcu_bucket if write else self.rcu_bucket
+        bucket = (self.wcu_bucket if write else self.rcu_bucket) if charge else None
+        stop = self.stop if stoppable else threading.Event()
         while True:
-            if self.stop.is_set():
+            if stop.is_set():
                 raise _Stopped()
             if bucket is not None:
-                bucket.wait(self.stop)
+                bucket.wait(stop)
             if write:
                 self.guard()
             try:
-                return method(**kw)
+                return method(**kw) if kw is not None else method()
             except Exception as e:
                 if not _retryable(e):
                     raise
@@ -487,7 +491,7 @@ class _Engine:
                 attempt += 1
                 if bucket is not None:  # a throttled or failed write still costs capacity
                     bucket.charge(1.0)
-                if self.stop.wait(random.uniform(0, min(5.0, 0.05 * 2 ** min(attempt, 10)))):
+                if stop.wait(random.uniform(0, min(5.0, 0.05 * 2 ** min(attempt, 10)))):
                     raise _Stopped()
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -496,10 +500,12 @@ class _Engine:
             self.save(seg, seg.position)
             seg.last_save = now
 
-    def save(self, seg: _Segment, position: dict | str) -> None:
+    def save(self, seg: _Segment, position: dict | str, *, stoppable: bool = True) -> None:
         if self.checkpoints is None:
             return
-        self.checkpoints.save(seg.index, position, self.total_segments)
+        checkpoints, total = self.checkpoints, self.total_segments
+        self.call(lambda: checkpoints.save(seg.index, position, total), write=True, charge=False,
+                  stoppable=stoppable)
         seg.saved = position
 
     def flush_checkpoints(self) -> None:
@@ -510,7 +516,7 @@ class _Engine:
             self.guard()
             for seg in self.segments:
                 if seg.position is not None and seg.position is not seg.saved:
-                    self.save(seg, seg.position)
+                    self.save(seg, seg.position, stoppable=False)
         except Exception:  # noqa: BLE001 - best effort: the saved positions are still valid
             pass
 
@@ -596,7 +602,7 @@ class _Engine:
                     wait(futures)
                     error = _first_error(futures)
             if error is None and self.checkpoints is not None:
-                self.checkpoints.clear()
+                self.call(self.checkpoints.clear, write=True, charge=False)
         except BaseException as e:
             error = error or e
         finally:
@@ -609,6 +615,8 @@ class _Engine:
         if error is not None:
             if not isinstance(error, LeaseLost):
                 self.flush_checkpoints()
+            if isinstance(error, (ClientError, BotoCoreError)):  # one line, not a traceback
+                error = _with_cause(translate(error, self.table.name, self.client), error)
             error.backfill_result = result  # type: ignore[attr-defined]
             raise error
         return result
@@ -626,6 +634,11 @@ class _Engine:
             r.rcu += c.rcu
             r.wcu += c.wcu
         return r
+
+
+def _with_cause(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
 
 
 def _first_error(futures: list) -> BaseException | None:
@@ -761,7 +774,12 @@ class _Writer:
             try:
                 resp = engine.call(engine.client.update_item, kw, write=True)
             except ClientError as e:
-                if error_code(e) != "ConditionalCheckFailedException":
+                code = error_code(e)
+                if code == "ValidationException":  # e.g. a value of the wrong type for an index key
+                    msg = e.response.get("Error", {}).get("Message", "")
+                    raise UpdateFailed(
+                        f"DynamoDB rejected the update of item {_key_text(key)}: {msg}", key, e) from e
+                if code != "ConditionalCheckFailedException":
                     raise
                 units = 1.0
                 counts.wcu += units

@@ -31,7 +31,7 @@ def test_faults_lose_nothing_and_apply_each_write_once(ddb_local, local_client, 
     """Throttles, 500s and lost responses on UpdateItem and Scan: every item is visited, and a
     deliberately non-idempotent update (a counter) ends at exactly 1 everywhere."""
     name = create_table(local_client)
-    n = 400
+    n = 300
     put_items(local_client, name, [{"PK": f"U#{i}", "SK": f"P#{i:04d}", "A": i} for i in range(n)])
     table = describe_table(local_client, name)
     with FaultProxy(ddb_local.endpoint_url, seed=attempts) as proxy:
