@@ -12,9 +12,13 @@ at 0 ms and at 4 ms of added round trip (a latency proxy, ``dynamic.testing.prox
 own process). Then the engine's peak memory (RSS high-water mark above its baseline, in a
 subprocess) at 10k and 100k items.
 
-    .venv/bin/python benchmarks/backfill.py            # 6,000 items per table, memory at 10k/100k
-    .venv/bin/python benchmarks/backfill.py --quick    # 2,000 items, memory at 5k/20k
-    .venv/bin/python benchmarks/backfill.py --items 10000 --latency 0 4 8
+    .venv/bin/python benchmarks/backfill.py            # 4,000 items a table, 3 rounds, memory at 10k/100k
+    .venv/bin/python benchmarks/backfill.py --quick    # 2,000 items, 1 round, memory at 5k/20k
+    .venv/bin/python benchmarks/backfill.py --items 10000 --latency 0 4 8 --no-memory
+
+Each contender runs once per round, on its own freshly seeded table, in an order that rotates
+from round to round; the table reports medians, so a noisy neighbour on the machine skews one
+run, not the result.
 """
 from __future__ import annotations
 
@@ -226,10 +230,16 @@ def measure_memory(endpoint: str, n: int) -> dict:
 
 
 # ---- main -----------------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--items", type=int, default=None, help="items per table (default 6000; --quick 2000)")
-    p.add_argument("--quick", action="store_true", help="small tables, memory at 5k/20k")
+    p.add_argument("--items", type=int, default=None, help="items per table (default 4000; --quick 2000)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds; medians reported (default 3)")
+    p.add_argument("--quick", action="store_true", help="2000 items, 1 round, memory at 5k/20k")
     p.add_argument("--latency", type=float, nargs="+", default=[0, 4], help="added round trip, ms")
     p.add_argument("--only", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
     p.add_argument("--memory", type=int, nargs="*", default=None, help="item counts for the memory runs")
@@ -239,42 +249,49 @@ def main() -> int:
     if args.memory_child:
         memory_child(*args.memory_child)
         return 0
-    n = args.items or (2000 if args.quick else 6000)
+    n = args.items or (2000 if args.quick else 4000)
+    rounds = args.rounds or (1 if args.quick else 3)
     mem_sizes = args.memory if args.memory is not None else ([5000, 20000] if args.quick else [10000, 100000])
 
-    print(f"DynamoDB Local, {os.cpu_count()} cores, {n} items per table ({POST_SHARE}/4 posts)", flush=True)
+    load = os.getloadavg()[0]
+    print(f"DynamoDB Local, {os.cpu_count()} cores (load average {load:.1f} at start), {n} items per "
+          f"table ({POST_SHARE}/4 posts), {rounds} interleaved round(s), medians", flush=True)
     ddb = local.start()
     try:
         endpoint = ddb.endpoint_url
         warm = f"bench-warm-{uuid.uuid4().hex[:6]}"  # let the JVM compile its hot paths first
-        seed(endpoint, warm, 3000)
+        seed(endpoint, warm, 4000)
         run_threads16(endpoint, warm)
-        results: dict[float, dict[str, float]] = {}
+        backfill(make_client(endpoint_url=endpoint), describe_table(make_client(endpoint_url=endpoint), warm),
+                 lambda item: {"W": item["SK"]})
+        results: dict[float, dict[str, list[float]]] = {}
         for latency in args.latency:
             proxy = ProxyProcess(endpoint, latency) if latency else None
             url = proxy.url if proxy else endpoint
-            results[latency] = {}
+            results[latency] = {who: [] for who in args.only}
             try:
-                for who in args.only:
-                    name = f"bench-{who}-{int(latency)}ms-{uuid.uuid4().hex[:6]}"
-                    posts = seed(endpoint, name, n)
-                    t = time.monotonic()
-                    done = CONTENDERS[who](url, name)
-                    secs = time.monotonic() - t
-                    if done != posts:
-                        raise SystemExit(f"{who}: updated {done} of {posts} posts")
-                    check_migrated(endpoint, name, posts)
-                    results[latency][who] = posts / secs
-                    print(f"  {latency:g} ms  {who:<11} {posts:>6} posts in {secs:6.2f}s  "
-                          f"{posts / secs:8.0f} items/s", flush=True)
+                for rnd in range(rounds):
+                    order = args.only[rnd % len(args.only):] + args.only[:rnd % len(args.only)]
+                    for who in order:
+                        name = f"bench-{who}-{int(latency)}ms-{uuid.uuid4().hex[:6]}"
+                        posts = seed(endpoint, name, n)
+                        t = time.monotonic()
+                        done = CONTENDERS[who](url, name)
+                        secs = time.monotonic() - t
+                        if done != posts:
+                            raise SystemExit(f"{who}: updated {done} of {posts} posts")
+                        check_migrated(endpoint, name, posts)
+                        results[latency][who].append(posts / secs)
+                        print(f"  {latency:g} ms  round {rnd + 1}  {who:<11} {posts:>6} posts in {secs:6.2f}s  "
+                              f"{posts / secs:8.0f} items/s", flush=True)
             finally:
                 if proxy:
                     proxy.close()
         print()
         print(f"{'round trip':>10}  {'sequential':>10}  {'16 threads':>10}  {'dyn':>8}  "
-              f"{'dyn/seq':>7}  {'dyn/16t':>7}")
+              f"{'dyn/seq':>7}  {'dyn/16t':>7}   (items/s, median of {rounds})")
         for latency, r in results.items():
-            seq, t16, dyn = r.get("sequential"), r.get("threads16"), r.get("dyn")
+            seq, t16, dyn = (median(r[w]) if r.get(w) else None for w in ("sequential", "threads16", "dyn"))
             fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
             ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
             print(f"{latency:>8g}ms  {fmt(seq):>10}  {fmt(t16):>10}  {fmt(dyn):>8}  "
@@ -286,6 +303,7 @@ def main() -> int:
                 print(f"memory at {size:>7,} items: peak RSS {m['peak'] / 2**20:6.1f} MiB, "
                       f"{(m['peak'] - m['base']) / 2**20:5.1f} MiB above the baseline "
                       f"({m['updated']:,} posts in {m['seconds']:.0f}s)", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         ddb.stop()
     return 0

@@ -183,11 +183,12 @@ def default_workers(client: Any) -> int:
 
 
 def default_segments(table: TableInfo, workers: int) -> int:
-    """About one segment per 2 GB (AWS's advice), and at least two per worker so none idles
-    at the tail; small tables get fewer segments (~50 items each) when ItemCount is known.
-    DescribeTable's counts lag by hours on AWS, so an ItemCount of 0 means "unknown"."""
+    """About one segment per 2 GB (AWS's advice), and at least four per worker: segments are
+    never quite equal, and small ones let the last round end together instead of leaving a
+    few workers finishing long segments alone. Small tables get fewer (~50 items each) when
+    ItemCount is known; DescribeTable's counts lag by hours on AWS, so 0 means "unknown"."""
     by_size = ceil(table.size_bytes / SEGMENT_BYTES) if table.size_bytes else 1
-    busy = 2 * workers
+    busy = 4 * workers
     if table.item_count > 0:
         busy = min(busy, max(1, table.item_count // 50))
     return max(1, min(1_000_000, max(by_size, busy)))
@@ -441,6 +442,7 @@ class _Engine:
             total, positions = self.checkpoints.load()
         if total:  # a resume keeps the segmentation its positions belong to
             self.total_segments = int(total)
+            positions = {int(k): v for k, v in positions.items()}
         else:
             self.total_segments = int(segments) if segments else default_segments(table, self.workers)
             positions = {}
@@ -459,7 +461,7 @@ class _Engine:
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, method: Callable, kw: dict | None = None, *, write: bool, charge: bool = True,
-             stoppable: bool = True) -> Any:
+             stoppable: bool = True, retry_seconds: float | None = None) -> Any:
         """One AWS call, retried through throttling, 5xx and connection failures (botocore
         retries first; this loop takes over when it gives up). Writes check the lease first.
         ``stoppable=False``: the final checkpoint flush, which runs after the stop."""
@@ -467,6 +469,7 @@ class _Engine:
         first_failure = 0.0
         bucket = (self.wcu_bucket if write else self.rcu_bucket) if charge else None
         stop = self.stop if stoppable else threading.Event()
+        budget = self.max_retry_seconds if retry_seconds is None else retry_seconds
         while True:
             if stop.is_set():
                 raise _Stopped()
@@ -482,9 +485,9 @@ class _Engine:
                 now = time.monotonic()
                 if not attempt:
                     first_failure = now
-                elif now - first_failure > self.max_retry_seconds:
+                elif now - first_failure > budget:
                     raise AwsError(
-                        f"{self.label}: DynamoDB kept failing for {self.max_retry_seconds:.0f}s "
+                        f"{self.label}: DynamoDB kept failing for {budget:.0f}s "
                         f"({error_code(e) or type(e).__name__}); the checkpoints are kept, run again "
                         "to resume"
                     ) from e
@@ -505,7 +508,7 @@ class _Engine:
             return
         checkpoints, total = self.checkpoints, self.total_segments
         self.call(lambda: checkpoints.save(seg.index, position, total), write=True, charge=False,
-                  stoppable=stoppable)
+                  stoppable=stoppable, retry_seconds=None if stoppable else 10.0)
         seg.saved = position
 
     def flush_checkpoints(self) -> None:
@@ -617,7 +620,10 @@ class _Engine:
                 self.flush_checkpoints()
             if isinstance(error, (ClientError, BotoCoreError)):  # one line, not a traceback
                 error = _with_cause(translate(error, self.table.name, self.client), error)
-            error.backfill_result = result  # type: ignore[attr-defined]
+            try:
+                error.backfill_result = result  # type: ignore[attr-defined]  # what was done
+            except AttributeError:
+                pass
             raise error
         return result
 

@@ -286,6 +286,7 @@ class Operations:
     def _wait(self, ready: Callable[[dict], bool], what: str) -> None:
         deadline = time.monotonic() + self.settings.wait_timeout
         announced = False
+        delay = min(0.05, self.settings.wait_poll)  # quick at first, then back off
         while True:
             desc = self.client.describe_table(TableName=self.table_name)["Table"]
             if ready(desc):
@@ -296,7 +297,8 @@ class Operations:
                 self._log(f"waiting for {what}")
                 announced = True
             self._guard()
-            time.sleep(self.settings.wait_poll)
+            time.sleep(delay)
+            delay = min(self.settings.wait_poll, delay * 2)
 
     def _record(self, op: str, detail: str, result: engine.BackfillResult) -> None:
         self.records.append(OpRecord(op, detail, result.as_dict()))

@@ -19,11 +19,9 @@ os.environ.pop("AWS_PROFILE", None)
 
 
 @pytest.fixture(scope="session")
-def ddb_local():
-    """A DynamoDB Local process for the whole session (in memory, shared db)."""
-    proc = local.start()
-    yield proc
-    proc.stop()
+def ddb_local(dyn_local):
+    """The session's DynamoDB Local (in memory, shared db), the one dynamic.testing starts."""
+    return dyn_local
 
 
 @pytest.fixture

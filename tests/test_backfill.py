@@ -272,9 +272,9 @@ def test_update_failure_stops_and_a_fixed_rerun_resumes(local_client):
                 raise ZeroDivisionError("division by zero")
         return {"B": item["A"] * 2}
 
-    with pytest.raises(UpdateFailed) as info:
+    with pytest.raises(UpdateFailed) as info:  # no periodic saves: what is kept is the final flush
         backfill(local_client, table, buggy, checkpoints=cp, segments=8, workers=4, page_size=20,
-                 checkpoint_every=0)
+                 checkpoint_every=3600)
     e = info.value
     assert isinstance(e.__cause__, ZeroDivisionError)
     assert "ZeroDivisionError: division by zero" in str(e) and "PK=" in str(e) and "\n" not in str(e)
@@ -308,6 +308,17 @@ def test_bad_return_values_fail_with_the_key(any_client):
         with pytest.raises(UpdateFailed, match=match) as info:
             backfill(any_client, table, update, segments=1)
         assert "PK='k1'" in str(info.value)
+
+
+def test_write_rejected_by_dynamodb_names_the_item(local_client):
+    name = create_table(local_client, sort_key=False)
+    local_client.update_table(
+        TableName=name, AttributeDefinitions=[{"AttributeName": "G", "AttributeType": "S"}],
+        GlobalSecondaryIndexUpdates=[{"Create": {"IndexName": "gsi", "KeySchema": [
+            {"AttributeName": "G", "KeyType": "HASH"}], "Projection": {"ProjectionType": "KEYS_ONLY"}}}])
+    put_items(local_client, name, [{"PK": "k1", "A": 1}])
+    with pytest.raises(UpdateFailed, match=r"DynamoDB rejected the update of item \{PK='k1'\}"):
+        backfill(local_client, describe_table(local_client, name), lambda it: {"G": it["A"]}, segments=1)
 
 
 def test_lost_lease_stops_writes(local_client):
@@ -391,7 +402,7 @@ def test_attribute_value_equality():
 
 def test_default_sizing():
     t = TableInfo(name="t", pk_name="PK", pk_type="S")
-    assert default_segments(t, 16) == 32  # ItemCount unknown: keep every worker busy
+    assert default_segments(t, 16) == 64  # ItemCount unknown: keep every worker busy
     assert default_segments(TableInfo(name="t", pk_name="PK", pk_type="S", item_count=300), 16) == 6
     big = TableInfo(name="t", pk_name="PK", pk_type="S", item_count=10**10, size_bytes=500 * 2**30)
     assert default_segments(big, 16) == 250  # one per 2 GB

@@ -7,7 +7,8 @@ The convention, by the fence's language (docs/testing.md, "The docs test", says 
     ``dynamic.scripts.load_script``. If the page's project has a revision file with that id
     (the tutorial's "edit the file to read"), the block replaces it; otherwise it is applied
     alone: a throwaway project (empty stand-ins for any parent it names), a seeded table,
-    ``upgrade head`` then ``downgrade base``.
+    ``upgrade head``, ``check``, then ``downgrade base`` (which must be refused when the
+    revision declares itself irreversible).
   * an *op fragment* (uses ``op.`` and does not define ``op``) is the body of ``upgrade(op)``
     of the next revision of the page's fragment project (one table, seeded, fragments in page
     order), and ``dyn upgrade +1`` must succeed.
@@ -331,12 +332,19 @@ def run_revision(page: Page, block: Block) -> None:
     shutil.copy(src, vdir / f"{rid}_sample.py")
     for parent in script.revision.down_revision + script.revision.depends_on:
         write_revision_file(vdir, parent, None)
+    from dynamic.runner import irreversible_reason
+
+    one_way = irreversible_reason(script)
     env = {"DYN_TABLE": page.fresh_table()}
     for args in (["upgrade", "head"], ["check"], ["downgrade", "base"]):
         with page.inside(proj, env):
             from dynamic.cli import app
 
             r = cli.invoke(app, args)
+        if args[0] == "downgrade" and one_way:  # declared irreversible: refused, nothing run
+            assert r.exit_code == errors.Irreversible.exit_code and "irreversible" in r.output, \
+                f"{block.where}: an irreversible sample was downgraded\n{r.output}"
+            continue
         assert r.exit_code == 0, f"{block.where}: `dyn {' '.join(args)}` of the sample failed\n{r.output}"
 
 
@@ -520,13 +528,13 @@ class Scenario:
                                 body="    op.backfill(lambda item: {'Seen': True})\n")
         self.lines: list[str] = []
 
-    def dyn(self, *args: str, code: int = 0):
+    def dyn(self, *args: str, code: int = 0, env: dict | None = None):
         from dynamic.cli import app
 
         saved = os.getcwd()
         os.chdir(self.root)
         try:
-            r = cli.invoke(app, list(args))
+            r = cli.invoke(app, list(args), env=env)
         finally:
             os.chdir(saved)
         self.lines += r.output.splitlines()
@@ -559,6 +567,9 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     s.dyn("upgrade", "head")
     f = next(s.versions.glob("bbbb01_*.py"))
     f.write_text(f.read_text() + "\n# edited\n")
+    s.dyn("check", code=6)
+    s.dyn("upgrade", "head")  # warns, and goes on
+    s.dyn("stamp", "--reset-checksum", "bbbb01")
     s.dyn("check")
     next(s.versions.glob("bbbb02_*.py")).unlink()
     s.dyn("current", code=1)
@@ -579,6 +590,12 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     write_revision_file(s.versions, "cccc02", "cccc01")
     s.dyn("upgrade", "head")
     assert "in progress" not in s.dyn("current").output
+    # a revision that cannot be undone
+    f = write_revision_file(s.versions, "cccc03", "cccc02")
+    f.write_text(f.read_text().replace("def downgrade(op):\n    pass",
+                                       "def downgrade(op):\n    op.irreversible('the old values are gone')"))
+    s.dyn("upgrade", "head")
+    s.dyn("downgrade", "base", code=1)
     seen += s.lines
 
     # locked: a lock held by someone else, then force-released under a live runner
@@ -589,6 +606,7 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
         s.dyn("upgrade", "head", "--lock-timeout", "1", code=4)
         s.dyn("lock")
         s.dyn("unlock", code=2)
+        s.dyn("--table", s.table, "stamp", "head", code=2, env={"DYN_PROTECTED": "true"})
     finally:
         lease.release()
     (s.versions / "slow01_docs.py").write_text(SLOW)
@@ -713,8 +731,14 @@ def test_iam_policies_allow_exactly_what_dyn_calls(tmp_path, ddb_local, local_cl
         if not sort_key:
             commands.upgrade(p, "head")
             commands.downgrade(p, "base")
+            generated = {a.removeprefix("dynamodb:") for a in
+                         commands.iam_policy(p)["Statement"][0]["Action"]}
+            assert generated == migrate, "`dyn iam-policy` and iam.md disagree"
+            generated_ro = {a.removeprefix("dynamodb:") for a in
+                            commands.iam_policy(p, read_only=True)["Statement"][0]["Action"]}
+            assert generated_ro == check, "`dyn iam-policy --read-only` and iam.md disagree"
         commands.stamp(p, "head")
-        commands.unlock(p)
+        commands.unlock(p, yes=True)
         commands.applied_history(p)
         projects.append(cfg)
 

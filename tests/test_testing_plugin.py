@@ -174,10 +174,12 @@ def test_walk_fails_when_the_second_upgrade_differs(make):
         check_up_down_consistency(p)
 
 
-def test_walk_stops_with_a_warning_at_not_implemented(make):
+@pytest.mark.parametrize("one_way", ["    raise NotImplementedError('one way')",
+                                     "    op.irreversible('one way')"], ids=["NotImplementedError", "irreversible"])
+def test_walk_stops_with_a_warning_at_an_irreversible_revision(make, one_way):
     p = make(
         rev("ffff01", None, TAG.format(a="X"), UNTAG.format(a="X")),
-        rev("ffff02", "ffff01", TAG.format(a="Y"), "    raise NotImplementedError('one way')"),
+        rev("ffff02", "ffff01", TAG.format(a="Y"), one_way),
         rev("ffff03", "ffff02", TAG.format(a="Z"), UNTAG.format(a="Z")),
     )
     with pytest.warns(DynTestWarning, match="stopped at ffff02"):
@@ -330,3 +332,13 @@ def test_bad_table_keys_option_is_a_usage_error(tmp_path):
              "test_app.py": "def test_t(dyn_table_schema):\n    pass\n"}
     r = inner_pytest(tmp_path, files)
     assert r.returncode != 0 and "dyn_table_keys" in r.stdout + r.stderr
+
+
+def test_a_protected_production_config_still_tests(tmp_path, local_client):
+    """dyn.toml says protected + backups (for production); the throwaway test table needs neither."""
+    root = write_project(tmp_path / "prod", *LINEAR)
+    (root / "dyn.toml").write_text(
+        '[dyn]\ntable = "app-prod"\nscript_location = "migrations"\nprotected = true\nbackup = "pitr"\n')
+    p = DynProject(load_config(cwd=root, env={}), local_client, create_table(local_client))
+    check_upgrade(p)
+    assert p.current() == ("aaaa03",)

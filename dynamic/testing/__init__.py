@@ -189,7 +189,9 @@ class DynProject:
         from dynamic import commands
         from dynamic.config import with_overrides
 
-        self.config = with_overrides(config, table=table_name)
+        # a throwaway table: no stage protection, no backups (DynamoDB Local and moto have none)
+        safety = {k: v for k, v in (("protected", False), ("backup", "none")) if hasattr(config, k)}
+        self.config = with_overrides(config, table=table_name, **safety)
         self.client = client
         self.table_name = table_name
         self.project = commands.Project(self.config, client=client)
@@ -217,6 +219,7 @@ class DynProject:
         return commands.downgrade(self.project, target, **kw)
 
     def stamp(self, target: str, **kw: Any):
+        """``dyn stamp TARGET``: record heads without running anything."""
         from dynamic import commands
 
         return commands.stamp(self.project, target, **kw)
