@@ -458,3 +458,22 @@ def test_engine_reports_progress(any_client):
     backfill(any_client, describe_table(any_client, name), lambda it: {"x": 1}, progress=p, segments=2)
     assert p.counts == {"scanned": 50, "matched": 50, "updated": 50}
     assert out.getvalue().startswith("bf: scanned 50, updated 50")
+
+
+def test_token_bucket_holds_the_rate_across_threads():
+    from dynamic.backfill import TokenBucket
+
+    bucket, stop = TokenBucket(1000), threading.Event()
+
+    def spend():
+        for _ in range(10):
+            bucket.wait(stop)
+            bucket.charge(20)
+
+    t = time.monotonic()
+    threads = [threading.Thread(target=spend) for _ in range(4)]
+    [th.start() for th in threads]
+    [th.join() for th in threads]
+    assert time.monotonic() - t >= 0.5  # 800 units at 1000/s from 100 in the bucket: >= 0.62 s
+    with pytest.raises(UsageError):
+        TokenBucket(0)
