@@ -541,6 +541,16 @@ class _Engine:
                 self.samples.append({"key": _plain(key), "before": before, "after": after})
 
     # -- walking a segment ---------------------------------------------------------------------
+    def scan_page(self, kw: dict, counts: Any) -> dict:
+        """One Scan page, its read units counted and charged to the shared read budget."""
+        page = self.call(self.client.scan, kw, write=False)
+        units = _consumed(page, 0.5 * max(1, page.get("ScannedCount", 1)) / 8)
+        counts.rcu += units
+        if self.rcu_bucket is not None:
+            self.rcu_bucket.charge(units)
+        counts.scanned += page.get("ScannedCount", 0)
+        return page
+
     def run_segment(self, seg: _Segment) -> None:
         kw = dict(self.scan_kw, Segment=seg.index)
         if seg.position is not None:
@@ -550,12 +560,7 @@ class _Engine:
         is_meta = self.is_meta
         handle = self.handle
         while True:
-            page = self.call(self.client.scan, kw, write=False)
-            units = _consumed(page, 0.5 * max(1, page.get("ScannedCount", 1)) / 8)
-            counts.rcu += units
-            if self.rcu_bucket is not None:
-                self.rcu_bucket.charge(units)
-            counts.scanned += page.get("ScannedCount", 0)
+            page = self.scan_page(kw, counts)
             for raw in page.get("Items", ()):
                 if self.stop.is_set():
                     raise _Stopped()
@@ -941,12 +946,7 @@ class _DeleteEngine(_Engine):
             kw["ExclusiveStartKey"] = seg.position
         counts = seg.counts
         while True:
-            page = self.call(self.client.scan, kw, write=False)
-            units = _consumed(page, 0.5 * max(1, page.get("ScannedCount", 1)) / 8)
-            counts.rcu += units
-            if self.rcu_bucket is not None:
-                self.rcu_bucket.charge(units)
-            counts.scanned += page.get("ScannedCount", 0)
+            page = self.scan_page(kw, counts)
             for raw in page.get("Items", ()):
                 if self.stop.is_set():
                     raise _Stopped()
