@@ -34,6 +34,8 @@ class Project:
         self.config = config
         self.scripts = ScriptDirectory(config.script_dir)
         self._client = client
+        self._own_client = client is None
+        self._data_client: Any = None
         self._table: dynamo.TableInfo | None = None
         self._store: Store | None = None
         self.log = log or (lambda msg: None)
@@ -45,13 +47,28 @@ class Project:
 
     @property
     def client(self) -> Any:
+        """The client of dyn's records, the lock, schema changes and ``op.client``."""
         if self._client is None:
             c = self.config
             self._client = dynamo.make_client(
-                region=c.region, endpoint_url=c.endpoint_url, profile=c.profile,
-                max_pool_connections=max(32, (c.workers or 16) * 2 + 4), retry_mode=c.retry_mode,
-            )
+                region=c.region, endpoint_url=c.endpoint_url, profile=c.profile, retry_mode=c.retry_mode)
         return self._client
+
+    @property
+    def data_client(self) -> Any:
+        """The client of the backfill engine's data calls: botocore's retries off (the engine
+        retries per call, per thread), a pool sized for the workers. A client passed in
+        serves both."""
+        if self._data_client is None:
+            if self._client is not None and not self._own_client:
+                self._data_client = self._client
+            else:
+                c = self.config
+                self._data_client = dynamo.make_client(
+                    region=c.region, endpoint_url=c.endpoint_url, profile=c.profile,
+                    max_pool_connections=max(32, (c.workers or 16) * 2 + 4), retry_mode=c.retry_mode,
+                    engine=True)
+        return self._data_client
 
     @property
     def table(self) -> dynamo.TableInfo:
@@ -72,13 +89,15 @@ class Project:
             lease_seconds=c.lock_lease_seconds,
             lock_timeout=c.lock_timeout if lock_timeout is None else lock_timeout,
             settings=OpSettings(workers=c.workers, segments=c.segments, page_size=c.page_size,
-                                max_wcu=c.max_wcu, max_rcu=c.max_rcu, dry_run=dry_run),
+                                max_wcu=c.max_wcu, max_rcu=c.max_rcu, dry_run=dry_run,
+                                write_mode=c.write_mode, checkpoint_interval=c.checkpoint_interval),
             log=self.log,
             progress=self.progress,
             backup=c.backup,
         )
         self.graph  # load revision files before touching AWS: a broken file fails first
-        return Runner(self.scripts, self.client, self.table, self.store, options)
+        return Runner(self.scripts, self.client, self.table, self.store, options,
+                      data_client=self.data_client)
 
 
 # ---- files only -----------------------------------------------------------------------

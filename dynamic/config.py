@@ -40,7 +40,9 @@ class Config:
     page_size: int | None = None
     max_wcu: float | None = None
     max_rcu: float | None = None
-    retry_mode: str = "adaptive"
+    retry_mode: str = "standard"
+    write_mode: str = "batch"  # batch: 25 PartiQL statements a call; item: one UpdateItem each
+    checkpoint_interval: float = 2.0  # seconds between two checkpoint flushes of a data operation
     # production safety (docs/production.md)
     backup: str = "none"  # none | pitr | on-demand
     protected: bool = False  # upgrade/downgrade/stamp/unlock need --yes
@@ -217,7 +219,11 @@ def _validate(cfg: Config) -> None:
     if cfg.max_errors < 0:
         raise ConfigError(f"max_errors must be zero or positive, got {cfg.max_errors}")
     if cfg.retry_mode not in ("standard", "adaptive", "legacy"):
-        raise ConfigError(f"retry_mode must be standard or adaptive, got {cfg.retry_mode!r}")
+        raise ConfigError(f"retry_mode must be standard, adaptive or legacy, got {cfg.retry_mode!r}")
+    if cfg.write_mode not in ("batch", "item"):
+        raise ConfigError(f"write_mode must be batch or item, got {cfg.write_mode!r}")
+    if cfg.checkpoint_interval <= 0:
+        raise ConfigError(f"checkpoint_interval must be positive, got {cfg.checkpoint_interval}")
     if cfg.table is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", cfg.table):
         raise ConfigError(
             f"table name {cfg.table!r} is not a valid DynamoDB table name "

@@ -39,15 +39,23 @@ def make_client(
     endpoint_url: str | None = None,
     profile: str | None = None,
     max_pool_connections: int = 32,
-    retry_mode: str = "adaptive",
+    retry_mode: str = "standard",
     max_attempts: int = 10,
     connect_timeout: float = 5,
     read_timeout: float = 30,
+    engine: bool = False,
 ) -> Any:
-    """A DynamoDB client whose pool fits the backfill's concurrency and whose retries back off."""
+    """A DynamoDB client whose pool fits the backfill's concurrency and whose retries back off.
+
+    ``engine=True``: the client of the backfill engine's data calls, with botocore's own
+    retries off -- the engine retries each call on its own thread with a short jittered
+    backoff (botocore's standard mode waits ~0.5 s before its first retry; its adaptive mode
+    slows every thread of the client when one call is throttled)."""
     session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+    retries = {"mode": retry_mode, "total_max_attempts": 1} if engine else {
+        "mode": retry_mode, "max_attempts": max_attempts}
     cfg = BotoConfig(
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        retries=retries,
         max_pool_connections=max_pool_connections,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,

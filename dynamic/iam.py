@@ -2,7 +2,8 @@
 
 dyn's own bookkeeping (version record, lock, history, checkpoints) needs a fixed set; each
 `op.*` call found in the revision files adds what it uses. TransactWriteItems is authorized
-per item, as PutItem / UpdateItem / DeleteItem / ConditionCheckItem.
+per item, as PutItem / UpdateItem / DeleteItem / ConditionCheckItem; BatchExecuteStatement per
+statement, as PartiQLUpdate / PartiQLDelete.
 """
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ BOOKKEEPING = {
 }
 OPS: dict[str, dict[str, str]] = {
     "backfill": {"dynamodb:Scan": "parallel scan of the items to backfill",
-                 "dynamodb:UpdateItem": "conditional per-item updates",
+                 "dynamodb:PartiQLUpdate": "conditional updates, 25 a call (BatchExecuteStatement)",
+                 "dynamodb:UpdateItem": "conditional per-item updates (write_mode = \"item\")",
                  "dynamodb:GetItem": "re-read an item after a conflicting write"},
     "remove_attributes": {"dynamodb:Scan": "scan the items to change",
-                          "dynamodb:UpdateItem": "conditional per-item updates",
+                          "dynamodb:PartiQLUpdate": "conditional updates, 25 a call (BatchExecuteStatement)",
+                          "dynamodb:UpdateItem": "conditional per-item updates (write_mode = \"item\")",
                           "dynamodb:GetItem": "re-read an item after a conflicting write"},
     "delete_items": {"dynamodb:Scan": "scan the items to delete",
-                     "dynamodb:BatchWriteItem": "delete items 25 at a time",
-                     "dynamodb:DeleteItem": "BatchWriteItem deletes are authorized as DeleteItem"},
+                     "dynamodb:PartiQLDelete": "conditional deletes, 25 a call (BatchExecuteStatement)",
+                     "dynamodb:DeleteItem": "conditional per-item deletes (write_mode = \"item\")",
+                     "dynamodb:GetItem": "re-read an item after a conflicting delete"},
     "put_items": {"dynamodb:BatchWriteItem": "write new items 25 at a time",
                   "dynamodb:PutItem": "BatchWriteItem puts are authorized as PutItem"},
     "create_gsi": {"dynamodb:UpdateTable": "add a global secondary index"},

@@ -15,6 +15,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from . import backfill as engine
+from .backfill.conditions import describe as describe_condition
 from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
 from .errors import DynError, Irreversible, UsageError
 
@@ -32,6 +33,8 @@ class OpSettings:
     max_wcu: float | None = None
     max_rcu: float | None = None
     dry_run: bool = False
+    write_mode: str = "batch"
+    checkpoint_interval: float = 2.0
     wait_poll: float = 2.0
     wait_timeout: float = 3600.0
 
@@ -61,6 +64,7 @@ class Operations:
         client: Any,
         table: TableInfo,
         *,
+        data_client: Any = None,
         settings: OpSettings | None = None,
         exclude: Any = None,
         is_meta: Callable[[dict], bool] | None = None,
@@ -70,6 +74,7 @@ class Operations:
         log: Callable[[str], None] | None = None,
     ):
         self.client = client
+        self._data_client = data_client or client
         self.table = table
         self.table_name = table.name
         self.settings = settings or OpSettings()
@@ -105,6 +110,8 @@ class Operations:
             max_rcu=s.max_rcu,
             progress=self._progress(label, self.table.item_count) if self._progress else None,
             label=label,
+            write_mode=s.write_mode,
+            checkpoint_interval=s.checkpoint_interval,
         )
 
     def backfill(self, update: Callable[[Mapping], dict | None], *, filter=None, segments=None,
@@ -116,7 +123,7 @@ class Operations:
             kw["segments"] = segments
         if page_size is not None:
             kw["page_size"] = page_size
-        result = engine.backfill(self.client, self.table, update, filter=filter, **kw)
+        result = engine.backfill(self._data_client, self.table, update, filter=filter, **kw)
         self._record("backfill", _describe_filter(filter), result)
         return result
 
@@ -129,17 +136,20 @@ class Operations:
             if n in self.table.key_names:
                 raise UsageError(f"op.remove_attributes cannot remove key attribute {n!r}")
         kw = self._engine_kwargs(f"remove {', '.join(names)}")
-        result = engine.remove_attributes(self.client, self.table, names, filter=filter, **kw)
+        result = engine.remove_attributes(self._data_client, self.table, names, filter=filter, **kw)
         self._record("remove_attributes", f"{', '.join(names)} {_describe_filter(filter)}".strip(), result)
         return result
 
-    def delete_items(self, *, filter) -> engine.BackfillResult:
-        """Delete every item matching ``filter`` (required: deleting everything is a table drop)."""
-        if filter is None:
-            raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft'))")
+    def delete_items(self, *, filter=None, where: Callable[[Mapping], Any] | None = None) -> engine.BackfillResult:
+        """Delete every item matching ``filter`` for which ``where(item)`` is true (at least one
+        of the two: deleting everything is a table drop). Each delete is conditioned on the
+        filter and on what ``where`` read, so an item changed since the scan is decided again."""
+        if filter is None and where is None:
+            raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft')) or a where= predicate")
         kw = self._engine_kwargs("delete items")
-        result = engine.delete_items(self.client, self.table, filter=filter, **kw)
-        self._record("delete_items", _describe_filter(filter), result)
+        result = engine.delete_items(self._data_client, self.table, filter=filter, where=where, **kw)
+        detail = " ".join(x for x in (_describe_filter(filter), _describe_where(where)) if x)
+        self._record("delete_items", detail, result)
         return result
 
     def put_items(self, items: Iterable[Mapping]) -> int:
@@ -339,17 +349,10 @@ def _num(v: Any) -> Any:
 
 
 def _describe_filter(cond: Any) -> str:
-    if cond is None:
-        return ""
-    try:
-        from boto3.dynamodb.conditions import ConditionExpressionBuilder
+    return describe_condition(cond)
 
-        expr = ConditionExpressionBuilder().build_expression(cond)
-        s = expr.condition_expression
-        for k, v in expr.attribute_name_placeholders.items():
-            s = s.replace(k, v)
-        for k, v in expr.attribute_value_placeholders.items():
-            s = s.replace(k, repr(v))
-        return f"where {s}"
-    except Exception:
-        return "where <filter>"
+
+def _describe_where(where: Any) -> str:
+    if where is None:
+        return ""
+    return f"if {getattr(where, '__name__', 'where')}(item)"

@@ -136,10 +136,11 @@ class Runner:
     """Moves one table along the revision graph."""
 
     def __init__(self, scripts: ScriptDirectory, client: Any, table: TableInfo, store: Store,
-                 options: RunOptions | None = None):
+                 options: RunOptions | None = None, *, data_client: Any = None):
         self.scripts = scripts
         self.graph: RevisionGraph = scripts.graph
         self.client = client
+        self.data_client = data_client or client
         self.table = table
         self.store = store
         self.options = options or RunOptions()
@@ -267,6 +268,7 @@ class Runner:
         return Operations(
             self.client,
             self.table,
+            data_client=self.data_client,
             settings=settings,
             exclude=self.store.layout.exclude_condition(),
             is_meta=self.store.layout.is_meta,

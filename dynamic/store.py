@@ -12,7 +12,7 @@ Layout (attribute names are the table's own key names)::
     PK + SK table                         PK-only table
     PK=_dyn  SK=version                   PK=_dyn#version
     PK=_dyn  SK=history#<ts>#<rev>#<dir>  PK=_dyn#history#<ts>#<rev>#<dir>
-    PK=_dyn  SK=checkpoint#<scope>#<seg>  PK=_dyn#checkpoint#<scope>#<seg>
+    PK=_dyn  SK=checkpoint#<scope>#<chunk>  PK=_dyn#checkpoint#<scope>#<chunk>
 
 The version record also indexes what a PK-only table cannot Query for: the checkpoint scopes
 in progress (``checkpoint_scopes``: scope → segment count, kept for both shapes) and, for
@@ -26,11 +26,10 @@ import os
 import random
 import re
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -47,6 +46,8 @@ _RETRYABLE_REASONS = frozenset(
     {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 )
 _CONFLICT_ATTEMPTS = 12
+_TXN_BYTES = 3_500_000  # TransactWriteItems carries at most 4 MB
+CHECKPOINT_CHUNK = 100  # segment positions per checkpoint item (a key is at most ~3 KB: < 400 KB)
 
 # attributes of the version record (a table whose key is named like one of these is refused)
 LOCK_ATTRS = ("lock_owner", "lock_host", "lock_pid", "lock_since", "lock_expires", "lock_lease", "rvn")
@@ -117,6 +118,22 @@ def _names(*expressions: str, extra: dict[str, str] | None = None) -> dict[str, 
 
 def _backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.01 * (2 ** attempt)) * (0.5 + random.random()))
+
+
+def _transaction_groups(items: list[dict]) -> Iterable[list[dict]]:
+    """Split writes into groups that fit one TransactWriteItems beside its fence (100 items,
+    4 MB)."""
+    group: list[dict] = []
+    size = 0
+    for item in items:
+        n = len(repr(item))
+        if group and (len(group) >= _TXN_MAX - 1 or size + n > _TXN_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += n
+    if group:
+        yield group
 
 
 def _is_av(value: Any) -> bool:
@@ -259,9 +276,10 @@ class MetaLayout:
         """The raw key of a history item; ``history_id`` is ``<iso-utc-ts>#<revision>#<direction>``."""
         return self._key(f"history#{history_id}")
 
-    def checkpoint_key(self, scope: str, segment: int) -> dict:
-        """The raw key of one segment's checkpoint."""
-        return self._key(f"checkpoint#{scope}#{segment:05d}")
+    def checkpoint_key(self, scope: str, chunk: int) -> dict:
+        """The raw key of one checkpoint item: the positions of segments
+        ``chunk * CHECKPOINT_CHUNK`` up to the next chunk."""
+        return self._key(f"checkpoint#{scope}#{chunk:05d}")
 
     def exclude_condition(self) -> ConditionBase:
         """A boto3 condition true for every item that is NOT one of dyn's records."""
@@ -324,7 +342,7 @@ class Store:
         self.table = table
         self.layout = MetaLayout(table, meta_pk)
         self._registered: dict[str, int] = {}  # checkpoint scopes this store registered
-        self._registering = threading.Lock()
+        self._positions: dict[str, dict[int, dict | str]] = {}  # every known position, by scope
 
     # ---- reading ------------------------------------------------------------------------
     def read_raw(self) -> dict | None:
@@ -604,76 +622,89 @@ class Store:
         return out
 
     # ---- checkpoints ----------------------------------------------------------------------
-    def save_checkpoint(self, token: str, scope: str, segment: int, position: dict | str,
-                        total_segments: int) -> None:
-        """Called by the backfill engine after each page of a segment: records the segment's
-        position (the raw LastEvaluatedKey, or ``"done"``) in one transaction with a check that
-        ``token`` still holds the lock (else LeaseLost, nothing written). The first save of a
+    def save_checkpoints(self, token: str, scope: str, positions: Mapping[int, dict | str],
+                         total_segments: int) -> None:
+        """Called by the backfill engine's flusher every couple of seconds: records the new
+        positions of some segments (a raw LastEvaluatedKey, or ``"done"``) -- in ONE transaction
+        with a check that ``token`` still holds the lock (else LeaseLost, nothing written), or a
+        few for very many segments. Positions are packed ``CHECKPOINT_CHUNK`` segments to an
+        item, so the cost is a few small items whatever the segment count. The first save of a
         scope also registers it, with its segment count, in the version record; a different
-        count for a registered scope is refused (TableError)."""
+        count for a registered scope is refused (TableError). One writer per scope: the
+        process that runs the operation (it keeps every position of the scope in memory)."""
         total_segments = int(total_segments)
-        if not 0 <= int(segment) < total_segments:
-            raise ValueError(f"segment {segment} is not in 0..{total_segments - 1}")
-        if isinstance(position, str):
-            if position != "done":
+        known = self._positions.setdefault(scope, {})
+        changed: set[int] = set()
+        for segment, position in positions.items():
+            segment = int(segment)
+            if not 0 <= segment < total_segments:
+                raise ValueError(f"segment {segment} is not in 0..{total_segments - 1}")
+            if isinstance(position, str) and position != "done":
                 raise ValueError(f"a checkpoint position is a LastEvaluatedKey or 'done', not {position!r}")
-            pos_av = {"S": "done"}
-        else:
-            pos_av = {"M": dict(position)}
-        put = {"Put": {
-            "TableName": self.table.name,
-            "Item": {
-                **self.layout.checkpoint_key(scope, int(segment)),
-                "scope": {"S": scope}, "segment": {"N": str(int(segment))},
-                "total_segments": {"N": str(total_segments)}, "position": pos_av,
-                "saved": {"S": now_iso("milliseconds")},
-            },
-        }}
+            known[segment] = position
+            changed.add(segment // CHECKPOINT_CHUNK)
+        if not changed:
+            return
+        saved = now_iso("milliseconds")
         values = {":token": {"S": token}, ":total": {"N": str(total_segments)}}
-        for _ in range(2):
+        for attempt in range(2):
+            puts = [{"Put": {"TableName": self.table.name,
+                             "Item": self._chunk_item(scope, c, total_segments, saved)}} for c in sorted(changed)]
             registered = self._registered.get(scope) == total_segments
-            guard = None if registered else self._registering  # one registration per scope
-            if guard:
-                guard.acquire()
+            if registered:
+                # the check covers the registration too, so a position is never written for a
+                # scope that was cleared meanwhile (it would be stale when registered again)
+                condition = "#lock_owner = :token AND #checkpoint_scopes.#scope = :total"
+                fence = {"ConditionCheck": {"ConditionExpression": condition}}
+            else:
+                condition = ("#lock_owner = :token AND (attribute_not_exists(#checkpoint_scopes.#scope) "
+                             "OR #checkpoint_scopes.#scope = :total)")
+                update = "SET #checkpoint_scopes.#scope = :total"
+                fence = {"Update": {"UpdateExpression": update, "ConditionExpression": condition}}
+                condition += " " + update
+            body = next(iter(fence.values()))
+            body.update({
+                "TableName": self.table.name, "Key": self.layout.version_key(),
+                "ExpressionAttributeNames": _names(condition, extra={"#scope": scope}),
+                "ExpressionAttributeValues": values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            })
             try:
-                registered = self._registered.get(scope) == total_segments
-                if registered:
-                    # the check covers the registration too, so a position is never written
-                    # for a scope that was cleared meanwhile (it would be stale when re-registered)
-                    condition = "#lock_owner = :token AND #checkpoint_scopes.#scope = :total"
-                    fence = {"ConditionCheck": {"ConditionExpression": condition}}
-                else:
-                    condition = ("#lock_owner = :token AND (attribute_not_exists(#checkpoint_scopes.#scope) "
-                                 "OR #checkpoint_scopes.#scope = :total)")
-                    update = "SET #checkpoint_scopes.#scope = :total"
-                    fence = {"Update": {"UpdateExpression": update, "ConditionExpression": condition}}
-                    condition += " " + update
-                body = next(iter(fence.values()))
-                body.update({
-                    "TableName": self.table.name, "Key": self.layout.version_key(),
-                    "ExpressionAttributeNames": _names(condition, extra={"#scope": scope}),
-                    "ExpressionAttributeValues": values,
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                })
-                try:
-                    self._transact([fence, put])
-                except _Cancelled as c:
-                    item = self._failed_item(c.reasons, 0)
-                    lock_info = parse_lock(item)
-                    if lock_info is None or lock_info.owner != token:
-                        raise self._lease_lost(f"saving a checkpoint of {scope}") from None
-                    known = _parse_record(item).checkpoint_scopes.get(scope)
-                    if registered and known is None:  # cleared meanwhile: register it again
-                        self._registered.pop(scope, None)
-                        continue
-                    raise TableError(
-                        f"table {self.table.name}: checkpoints of {scope} were saved with {known} "
-                        f"segments, not {total_segments}: resume with {known} segments") from None
-                self._registered[scope] = total_segments
-                return
-            finally:
-                if guard:
-                    guard.release()
+                for group in _transaction_groups(puts):
+                    self._transact([fence, *group])
+            except _Cancelled as c:
+                item = self._failed_item(c.reasons, 0)
+                lock_info = parse_lock(item)
+                if lock_info is None or lock_info.owner != token:
+                    raise self._lease_lost(f"saving the checkpoints of {scope}") from None
+                now_known = _parse_record(item).checkpoint_scopes.get(scope)
+                if registered and now_known is None and attempt == 0:
+                    # cleared meanwhile: register again, with only these positions (the others
+                    # this store remembers were cleared with the scope)
+                    self._registered.pop(scope, None)
+                    self._positions[scope] = {int(k): v for k, v in positions.items()}
+                    changed = {int(k) // CHECKPOINT_CHUNK for k in positions}
+                    continue
+                raise TableError(
+                    f"table {self.table.name}: checkpoints of {scope} were saved with {now_known} "
+                    f"segments, not {total_segments}: resume with {now_known} segments") from None
+            self._registered[scope] = total_segments
+            return
+
+    def _chunk_item(self, scope: str, chunk: int, total_segments: int, saved: str) -> dict:
+        known = self._positions.get(scope, {})
+        first = chunk * CHECKPOINT_CHUNK
+        packed = {}
+        for segment in range(first, min(first + CHECKPOINT_CHUNK, total_segments)):
+            pos = known.get(segment)
+            if pos is not None:
+                packed[str(segment)] = {"S": "done"} if isinstance(pos, str) else {"M": dict(pos)}
+        return {
+            **self.layout.checkpoint_key(scope, chunk),
+            "scope": {"S": scope}, "chunk": {"N": str(chunk)},
+            "total_segments": {"N": str(total_segments)}, "positions": {"M": packed},
+            "saved": {"S": saved},
+        }
 
     def load_checkpoints(self, scope: str) -> tuple[int | None, dict[int, dict | str]]:
         """Called by the backfill engine before it starts: the segment count the scope was saved
@@ -682,14 +713,16 @@ class Store:
         record = self.read()
         total = record.checkpoint_scopes.get(scope)
         if total is None:
+            self._positions.pop(scope, None)
             return None, {}
         self._registered[scope] = total
-        items = self._batch_get([self.layout.checkpoint_key(scope, s) for s in range(total)])
+        chunks = -(-total // CHECKPOINT_CHUNK)
+        items = self._batch_get([self.layout.checkpoint_key(scope, c) for c in range(chunks)])
         positions: dict[int, dict | str] = {}
         for item in items:
-            seg = int(item["segment"]["N"])
-            pos = item["position"]
-            positions[seg] = pos["S"] if "S" in pos else pos["M"]
+            for seg, pos in (item.get("positions", {}).get("M") or {}).items():
+                positions[int(seg)] = pos["S"] if "S" in pos else pos["M"]
+        self._positions[scope] = dict(positions)
         return total, positions
 
     def clear_checkpoints(self, token: str, scope: str) -> None:
@@ -699,9 +732,11 @@ class Store:
         record = self.read()
         total = record.checkpoint_scopes.get(scope)
         self._registered.pop(scope, None)
+        self._positions.pop(scope, None)
         if total is None:
             return
-        keys = [self.layout.checkpoint_key(scope, s) for s in range(total)]
+        chunks = -(-total // CHECKPOINT_CHUNK)
+        keys = [self.layout.checkpoint_key(scope, c) for c in range(chunks)]
         for i in range(0, len(keys), _TXN_MAX - 1):
             deletes = [{"Delete": {"TableName": self.table.name, "Key": k}} for k in keys[i:i + _TXN_MAX - 1]]
             try:
@@ -744,6 +779,9 @@ class Store:
     def _transact(self, items: list[dict]) -> None:
         """TransactWriteItems, retried while it conflicts with another write of the same item
         (a heartbeat, another segment's checkpoint); raises _Cancelled on a failed condition."""
+        # botocore fills in ClientRequestToken once per call and sends the same token with its
+        # own retries: a retry of a transaction whose response was lost is recognised by
+        # DynamoDB as the same request, not applied twice
         for attempt in range(_CONFLICT_ATTEMPTS):
             try:
                 self.client.transact_write_items(TransactItems=items)
@@ -843,7 +881,7 @@ def _who() -> str:
 
 
 class StoreCheckpoints:
-    """The checkpoint store the backfill engine takes: ``load() / save(segment, position,
+    """The checkpoint store the backfill engine takes: ``load() / save(positions,
     total_segments) / clear()`` for one scope, fenced by a lease (or its token). With a lease,
     ``save`` first checks it locally so a lost lease stops the engine before a network call."""
 
@@ -859,10 +897,10 @@ class StoreCheckpoints:
     def load(self) -> tuple[int | None, dict[int, dict | str]]:
         return self.store.load_checkpoints(self.scope)
 
-    def save(self, segment: int, position: dict | str, total_segments: int) -> None:
+    def save(self, positions: Mapping[int, dict | str], total_segments: int) -> None:
         if self._check is not None:
             self._check()
-        self.store.save_checkpoint(self.token, self.scope, segment, position, total_segments)
+        self.store.save_checkpoints(self.token, self.scope, positions, total_segments)
 
     def clear(self) -> None:
         if not self.defer_clear:

@@ -1,5 +1,8 @@
 """The backfill engine's contract, on both beds where both can prove it (moto, DynamoDB Local).
 
+moto accepts PartiQL statements but does not evaluate their conditions, so on moto the engine
+runs its item path (``write_mode="item"``); on DynamoDB Local, its default batched path.
+
 Fault injection, concurrent application writes and a real kill -9 are in
 test_backfill_faults.py and test_backfill_crash.py.
 """
@@ -16,18 +19,16 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from conftest import create_table, scan_all
 from dynamic import REMOVE
+from dynamic import backfill as engine
 from dynamic.backfill import (
     BackfillResult,
     ItemView,
     MemoryCheckpoints,
     UpdateFailed,
-    _av_equal,
-    backfill,
     default_segments,
     default_workers,
-    delete_items,
-    remove_attributes,
 )
+from dynamic.backfill.values import av_equal as _av_equal
 from dynamic.dynamo import TableInfo, describe_table
 from dynamic.errors import LeaseLost, UsageError
 from dynamic.progress import NullProgress, PlainProgress, RichProgress, make_progress
@@ -36,6 +37,26 @@ ser, deser = TypeSerializer(), TypeDeserializer()
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def write_mode(client) -> str:
+    """The batched path on DynamoDB Local; the item path on moto (no PartiQL conditions)."""
+    return "item" if "amazonaws.com" in client.meta.endpoint_url else "batch"
+
+
+def backfill(client, *args, **kw):
+    kw.setdefault("write_mode", write_mode(client))
+    return engine.backfill(client, *args, **kw)
+
+
+def remove_attributes(client, *args, **kw):
+    kw.setdefault("write_mode", write_mode(client))
+    return engine.remove_attributes(client, *args, **kw)
+
+
+def delete_items(client, *args, **kw):
+    kw.setdefault("write_mode", write_mode(client))
+    return engine.delete_items(client, *args, **kw)
+
+
 def put_items(client, table: str, items: list[dict]) -> None:
     for i in range(0, len(items), 25):
         req = {table: [{"PutRequest": {"Item": {k: ser.serialize(v) for k, v in it.items()}}}
@@ -206,36 +227,42 @@ def test_delete_items(any_client):
         delete_items(any_client, table, filter=None)
 
 
-class _BatchStub:
-    """A client whose BatchWriteItem leaves part of each request unprocessed, twice."""
+class _StatementStub:
+    """A client whose BatchExecuteStatement throttles every other statement of a call, twice."""
 
     class meta:  # noqa: N801
         class config:  # noqa: N801
             max_pool_connections = 4
 
     def __init__(self, n: int):
-        self.items = [{"PK": {"S": f"k{i:03d}"}} for i in range(n)]
+        self.items = [{"PK": {"S": f"k{i:03d}"}, "x": {"S": "1"}} for i in range(n)]
         self.deleted: list[str] = []
-        self.calls = 0
+        self.calls: list[int] = []  # statements per call
 
     def scan(self, **kw):
         return {"Items": list(self.items), "Count": len(self.items), "ScannedCount": len(self.items)}
 
-    def batch_write_item(self, RequestItems, **kw):  # noqa: N803
-        (table, reqs), = RequestItems.items()
-        self.calls += 1
-        keep = reqs[: len(reqs) // 2] if self.calls <= 2 else reqs
-        self.deleted += [r["DeleteRequest"]["Key"]["PK"]["S"] for r in keep]
-        rest = reqs[len(keep):]
-        return {"UnprocessedItems": {table: rest} if rest else {}}
+    def batch_execute_statement(self, Statements, **kw):  # noqa: N803
+        self.calls.append(len(Statements))
+        out = []
+        for i, st in enumerate(Statements):
+            assert st["Statement"].startswith('DELETE FROM "t" WHERE "PK" = ? AND "PK" IS NOT MISSING')
+            if len(self.calls) <= 2 and i % 2:
+                out.append({"Error": {"Code": "ProvisionedThroughputExceeded", "Message": "slow down"}})
+            else:
+                self.deleted.append(st["Parameters"][0]["S"])
+                out.append({})
+        return {"Responses": out}
 
 
-def test_delete_items_retries_unprocessed_items():
-    stub = _BatchStub(30)
+def test_throttled_statements_are_sent_again_alone():
+    stub = _StatementStub(30)
     table = TableInfo(name="t", pk_name="PK", pk_type="S")
-    r = delete_items(stub, table, filter=Attr("x").exists(), segments=1)
+    r = engine.delete_items(stub, table, filter=Attr("x").exists(), segments=1)
     assert r.deleted == 30 and sorted(stub.deleted) == sorted(i["PK"]["S"] for i in stub.items)
-    assert stub.calls > 2
+    # a batch of 25: 12 throttled, sent again alone (6 of those throttled again, sent again);
+    # then the last 5
+    assert stub.calls == [25, 12, 6, 5]
 
 
 # ---- dry run -------------------------------------------------------------------------------------
@@ -274,7 +301,7 @@ def test_update_failure_stops_and_a_fixed_rerun_resumes(local_client):
 
     with pytest.raises(UpdateFailed) as info:  # no periodic saves: what is kept is the final flush
         backfill(local_client, table, buggy, checkpoints=cp, segments=8, workers=4, page_size=20,
-                 checkpoint_every=3600)
+                 checkpoint_interval=3600)
     e = info.value
     assert isinstance(e.__cause__, ZeroDivisionError)
     assert "ZeroDivisionError: division by zero" in str(e) and "PK=" in str(e) and "\n" not in str(e)
@@ -334,7 +361,7 @@ def test_lost_lease_stops_writes(local_client):
         nonlocal guards
         with lock:
             guards += 1
-            if guards > 100:
+            if guards > 8:
                 lost.set()
         if lost.is_set():
             raise LeaseLost("lease taken over by another runner")
@@ -345,13 +372,14 @@ def test_lost_lease_stops_writes(local_client):
             with lock:
                 writes_after_loss += 1
 
-    local_client.meta.events.register("before-call.dynamodb.UpdateItem", count_late_write)
+    local_client.meta.events.register("before-call.dynamodb.BatchExecuteStatement", count_late_write)
     cp = MemoryCheckpoints()
     with pytest.raises(LeaseLost):
         backfill(local_client, describe_table(local_client, name), lambda it: {"B": 1}, guard=guard,
-                 segments=8, workers=4, checkpoints=cp, checkpoint_every=0)
+                 segments=8, workers=4, checkpoints=cp, checkpoint_interval=0.01)
     migrated = sum(1 for i in plain_items(local_client, name) if "B" in i)
-    assert migrated <= 100 + 4 and writes_after_loss <= 4  # the calls already past their guard
+    # 8 calls of at most 25 statements passed the guard, and the calls already past it then
+    assert migrated <= (8 + 4) * 25 < n and writes_after_loss <= 4
     assert not cp.cleared
 
 
@@ -371,8 +399,7 @@ def test_resume_skips_segments_marked_done(any_client):
     name = create_table(any_client, sort_key=False)
     put_items(any_client, name, [{"PK": f"k{i}"} for i in range(30)])
     cp = MemoryCheckpoints()
-    for s in range(3):
-        cp.save(s, "done", 3)
+    cp.save({s: "done" for s in range(3)}, 3)
     seen = []
     r = backfill(any_client, describe_table(any_client, name), lambda it: seen.append(1), checkpoints=cp)
     assert (seen, r.scanned, r.segments, cp.cleared) == ([], 0, 3, True)
@@ -403,7 +430,8 @@ def test_attribute_value_equality():
 def test_default_sizing():
     t = TableInfo(name="t", pk_name="PK", pk_type="S")
     assert default_segments(t, 16) == 64  # ItemCount unknown: keep every worker busy
-    assert default_segments(TableInfo(name="t", pk_name="PK", pk_type="S", item_count=300), 16) == 6
+    assert default_segments(TableInfo(name="t", pk_name="PK", pk_type="S", item_count=300), 16) == 2
+    assert default_segments(TableInfo(name="t", pk_name="PK", pk_type="S", item_count=60), 16) == 1
     big = TableInfo(name="t", pk_name="PK", pk_type="S", item_count=10**10, size_bytes=500 * 2**30)
     assert default_segments(big, 16) == 250  # one per 2 GB
 

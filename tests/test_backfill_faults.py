@@ -35,7 +35,7 @@ def test_faults_lose_nothing_and_apply_each_write_once(ddb_local, local_client, 
     put_items(local_client, name, [{"PK": f"U#{i}", "SK": f"P#{i:04d}", "A": i} for i in range(n)])
     table = describe_table(local_client, name)
     with FaultProxy(ddb_local.endpoint_url, seed=attempts) as proxy:
-        proxy.inject("UpdateItem", throttle=0.1, error500=0.05, lost=0.15)
+        proxy.inject("BatchExecuteStatement", throttle=0.1, error500=0.05, lost=0.15)
         proxy.inject("Scan", throttle=0.15, error500=0.15, lost=0.15)
         client = proxied_client(proxy, attempts)
         cp = MemoryCheckpoints()
@@ -45,9 +45,9 @@ def test_faults_lose_nothing_and_apply_each_write_once(ddb_local, local_client, 
     items = plain_items(local_client, name)
     assert len(items) == n
     assert sorted({i["n"] for i in items}) == [1]
-    assert (r.matched, r.updated, r.conflicts, r.deleted) == (n, n, 0, 0)
+    assert (r.matched, r.updated, r.conflicts, r.gone) == (n, n, 0, 0)
     assert cp.cleared
-    for op in ("UpdateItem", "Scan"):
+    for op in ("BatchExecuteStatement", "Scan"):
         for fault in ("throttle", "error500", "lost"):
             assert counts[op][fault] > 0, (op, fault, counts)
 
@@ -63,13 +63,14 @@ def test_app_writes_during_backfill(ddb_local, local_client):
     deleted: set[str] = set()
     lock = threading.Lock()
 
-    def app_rewrite(pk: str, a: int) -> None:  # the new application code writes A and B together
+    def app_rewrite(pk: str, a: int) -> bool:  # the new application code writes A and B together
         try:
             app.update_item(TableName=name, Key={"PK": {"S": pk}}, UpdateExpression="SET A = :a, B = :b",
                             ConditionExpression="attribute_exists(PK)",
                             ExpressionAttributeValues={":a": {"N": str(a)}, ":b": {"N": str(2 * a)}})
+            return True
         except app.exceptions.ConditionalCheckFailedException:
-            pass  # the app deleted it
+            return False  # the app deleted it
 
     def app_delete(pk: str) -> None:
         with lock:
@@ -80,6 +81,8 @@ def test_app_writes_during_backfill(ddb_local, local_client):
     rewrite_between = {f"k{i:04d}" for i in range(0, n, 40)}
     delete_between = {f"k{i:04d}" for i in range(7, n, 40)}
     interfered: set[str] = set()
+    rewritten: set[str] = set()  # by the app, between the backfill's read and its write
+    removed: set[str] = set()
 
     def update(item):
         a = item["A"]
@@ -88,9 +91,11 @@ def test_app_writes_during_backfill(ddb_local, local_client):
             first = pk not in interfered
             interfered.add(pk)
         if first and pk in rewrite_between:
-            app_rewrite(pk, int(a) + 1000)
+            if app_rewrite(pk, int(a) + 1000):
+                rewritten.add(pk)
         elif first and pk in delete_between:
             app_delete(pk)
+            removed.add(pk)
         return {"B": a * 2}
 
     stop = threading.Event()
@@ -118,8 +123,9 @@ def test_app_writes_during_backfill(ddb_local, local_client):
     assert not deleted & set(items), "a deleted item came back"
     stale = {pk: (i["A"], i.get("B")) for pk, i in items.items() if i.get("B") != i["A"] * 2}
     assert not stale
-    assert r.conflicts >= len(rewrite_between) and r.deleted >= len(delete_between)
-    assert r.updated + r.unchanged + r.deleted == r.matched
+    assert rewritten and removed
+    assert r.conflicts >= len(rewritten) and r.gone >= len(removed)
+    assert r.updated + r.unchanged + r.gone + r.unmatched == r.matched
 
 
 def test_proxy_latency_counts_and_lifetime(ddb_local, local_client):

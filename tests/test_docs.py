@@ -689,6 +689,8 @@ def recording_client(endpoint: str, calls: set):
     def record(model, params, **_):
         if model.name == "TransactWriteItems":
             calls.update(_TRANSACT[k] for item in params["TransactItems"] for k in item)
+        elif model.name == "BatchExecuteStatement":  # authorized per statement
+            calls.update("PartiQL" + st["Statement"].split()[0].capitalize() for st in params["Statements"])
         else:
             calls.add(model.name)
 
@@ -706,7 +708,8 @@ def test_iam_policies_allow_exactly_what_dyn_calls(tmp_path, ddb_local, local_cl
             stmt = json.loads(b.text)["Statement"][0]
             policies[stmt["Sid"]] = {a.removeprefix("dynamodb:") for a in stmt["Action"]}
     migrate, check = policies["DynMigrateTable"], policies["DynCheckTable"]
-    known = set(local_client.meta.service_model.operation_names) | {"ConditionCheckItem"}
+    known = set(local_client.meta.service_model.operation_names) | {"ConditionCheckItem", "PartiQLUpdate",
+                                                                    "PartiQLDelete"}
     assert migrate <= known and check <= known
 
     writes, reads = set(), set()

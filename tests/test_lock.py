@@ -166,7 +166,7 @@ def test_fencing_after_takeover(any_client, leases):
         store.finish_step(old.token, expected_counter=0, new_heads=["r1"],
                           history={"revision": "r1", "direction": "up"})
     with pytest.raises(LeaseLost):
-        store.save_checkpoint(old.token, "r1#up#0", 0, "done", 1)
+        store.save_checkpoints(old.token, "r1#up#0", {0: "done"}, 1)
     old.release()  # conditional: never removes the new holder's lock
     assert snapshot(store) == before
     assert store.read().dirty["revision"] == "r1"  # the new holder resumes the step

@@ -4,6 +4,7 @@ golang-migrate's shared driver suite. Anything that depends on DynamoDB's own ru
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from boto3.dynamodb.conditions import ConditionExpressionBuilder
@@ -168,14 +169,14 @@ def test_finish_step_with_a_stale_counter_fails_and_writes_nothing(store, leases
 def test_a_lost_lock_fails_every_fenced_write_and_writes_nothing(store, leases):
     lease = hold(store, leases)
     store.begin_step(lease.token, step())
-    store.save_checkpoint(lease.token, "aaa#up#0", 0, "done", 2)
+    store.save_checkpoints(lease.token, "aaa#up#0", {0: "done"}, 2)
     assert locklib.force_release(store).owner == lease.token
     other = hold(store, leases)  # someone else holds it now
     before = scan_all(store.client, store.table.name)
     writes = [
         lambda: finish(store, lease, 0, ["aaa"]),
-        lambda: store.save_checkpoint(lease.token, "aaa#up#0", 1, {"x": {"S": "1"}}, 2),
-        lambda: store.save_checkpoint(lease.token, "new#scope", 0, "done", 2),
+        lambda: store.save_checkpoints(lease.token, "aaa#up#0", {1: {"x": {"S": "1"}}}, 2),
+        lambda: store.save_checkpoints(lease.token, "new#scope", {0: "done"}, 2),
         lambda: store.begin_step(lease.token, step("zzz")),
         lambda: store.clear_checkpoints(lease.token, "aaa#up#0"),
         lambda: store.stamp(lease.token, expected_counter=0, new_heads=["aaa"], checksums={}),
@@ -231,7 +232,7 @@ def test_stamp_keeps_recorded_checksums_unless_purged(store, leases):
     store.begin_step(lease.token, step("r1"))
     finish(store, lease, 0, ["r1"], rev="r1", checksum_set={"r1": "old"})
     store.begin_step(lease.token, step("r2"))  # left in progress, with a checkpoint
-    store.save_checkpoint(lease.token, "r2#up#0", 0, "done", 1)
+    store.save_checkpoints(lease.token, "r2#up#0", {0: "done"}, 1)
     store.stamp(lease.token, expected_counter=1, new_heads=["r2"], checksums={"r1": "new", "r2": "c2"})
     record = store.read()
     assert (record.heads, record.counter, record.dirty) == (("r2",), 2, None)
@@ -254,22 +255,22 @@ def test_checkpoints_save_load_clear(store, leases):
     lek = {store.table.pk_name: {"S": "user#7"}}
     if store.table.sk_name:
         lek[store.table.sk_name] = {"S": "profile"}
-    store.save_checkpoint(lease.token, scope, 2, lek, 4)
-    store.save_checkpoint(lease.token, scope, 3, "done", 4)
-    store.save_checkpoint(lease.token, scope, 2, "done", 4)  # a later position replaces
-    store.save_checkpoint(lease.token, "rev1#up#1", 0, lek, 1)
+    store.save_checkpoints(lease.token, scope, {2: lek}, 4)
+    store.save_checkpoints(lease.token, scope, {3: "done"}, 4)
+    store.save_checkpoints(lease.token, scope, {2: "done"}, 4)  # a later position replaces
+    store.save_checkpoints(lease.token, "rev1#up#1", {0: lek}, 1)
     assert store.load_checkpoints(scope) == (4, {2: "done", 3: "done"})
     # a fresh store (another process resuming) sees the same
     assert Store(store.client, store.table).load_checkpoints("rev1#up#1") == (1, {0: lek})
     with pytest.raises(TableError, match="saved with 4 segments, not 8"):
-        Store(store.client, store.table).save_checkpoint(lease.token, scope, 0, "done", 8)
+        Store(store.client, store.table).save_checkpoints(lease.token, scope, {0: "done"}, 8)
     store.clear_checkpoints(lease.token, scope)
     assert store.load_checkpoints(scope) == (None, {})
     assert store.load_checkpoints("rev1#up#1") == (1, {0: lek})
     store.clear_checkpoints(lease.token, scope)  # idempotent
     # the adapter the backfill engine takes
     cp = StoreCheckpoints(store, lease, "rev1#up#1")
-    cp.save(0, "done", 1)
+    cp.save({0: "done"}, 1)
     assert cp.load() == (1, {0: "done"})
     cp.clear()
     assert cp.load() == (None, {})
@@ -280,10 +281,10 @@ def test_checkpoints_save_load_clear(store, leases):
 def test_checkpoints_never_outlive_their_step(store, leases):
     lease = hold(store, leases)
     store.begin_step(lease.token, step("r1"))
-    store.save_checkpoint(lease.token, "r1#up#0", 0, "done", 2)
+    store.save_checkpoints(lease.token, "r1#up#0", {0: "done"}, 2)
     finish(store, lease, 0, ["r1"], rev="r1")
     assert store.load_checkpoints("r1#up#0") == (None, {})
-    store.save_checkpoint(lease.token, "r1#up#0", 0, "done", 2)  # stray, e.g. cleanup crashed
+    store.save_checkpoints(lease.token, "r1#up#0", {0: "done"}, 2)  # stray, e.g. cleanup crashed
     store.begin_step(lease.token, step("r1", "down"))
     assert store.load_checkpoints("r1#up#0") == (None, {})
 
@@ -291,9 +292,9 @@ def test_checkpoints_never_outlive_their_step(store, leases):
 def test_a_scope_cleared_elsewhere_is_registered_again_never_left_stale(store, leases):
     lease = hold(store, leases)
     other = Store(store.client, store.table)  # remembers the scope as registered
-    other.save_checkpoint(lease.token, "s", 0, "done", 2)
+    other.save_checkpoints(lease.token, "s", {0: "done"}, 2)
     store.clear_checkpoints(lease.token, "s")
-    other.save_checkpoint(lease.token, "s", 1, "done", 2)
+    other.save_checkpoints(lease.token, "s", {1: "done"}, 2)
     assert store.load_checkpoints("s") == (2, {1: "done"})
 
 
@@ -305,33 +306,44 @@ def test_adapter_with_a_lost_lease_stops_before_writing(any_client, leases):
     import time
     time.sleep(0.6)
     with pytest.raises(LeaseLost):
-        cp.save(0, "done", 1)
+        cp.save({0: "done"}, 1)
     assert store.load_checkpoints("s") == (None, {})
 
 
-def test_concurrent_checkpoint_saves_and_heartbeats_all_land(local_client, leases):
-    """Every segment's save is a transaction on the version record, like the heartbeat's
-    update: on the real engine they conflict, and the store retries until each lands."""
+def test_checkpoint_flushes_and_heartbeats_all_land(local_client, leases):
+    """A flush is a transaction on the version record, as the heartbeat's update is: on the real
+    engine they conflict, and the store retries until each lands."""
     store = make_store(local_client)
     lease = hold(store, leases, lease_seconds=0.6)  # heartbeats every 0.2 s meanwhile
-    errors = []
-
-    def segment(n):
-        try:
-            for page in range(6):
-                store.save_checkpoint(lease.token, "big", n, {"PK": {"S": f"{n}-{page}"}, "SK": {"S": "x"}}, 8)
-            store.save_checkpoint(lease.token, "big", n, "done", 8)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=segment, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    for page in range(30):
+        store.save_checkpoints(lease.token, "big", {n: {"PK": {"S": f"{n}-{page}"}, "SK": {"S": "x"}}
+                                                    for n in range(page % 8, 8, 3)}, 8)
+        time.sleep(0.01)
+    store.save_checkpoints(lease.token, "big", {n: "done" for n in range(8)}, 8)
     assert store.load_checkpoints("big") == (8, {n: "done" for n in range(8)})
     lease.check()
+
+
+def test_positions_are_packed_a_hundred_segments_to_an_item(store, leases):
+    """250 segments: 3 checkpoint items (not 250), written together, read and cleared together;
+    a save rewrites only the items whose segments moved."""
+    lease = hold(store, leases)
+    key = {store.table.pk_name: {"S": "u"}}
+    if store.table.sk_name:
+        key[store.table.sk_name] = {"S": "p"}
+    store.save_checkpoints(lease.token, "wide", {n: ("done" if n % 2 else key) for n in range(250)}, 250)
+    meta = [i for i in scan_all(store.client, store.table.name) if "positions" in i]
+    assert sorted(int(i["chunk"]["N"]) for i in meta) == [0, 1, 2]
+    saved = {int(i["chunk"]["N"]): i["saved"]["S"] for i in meta}
+    time.sleep(0.01)
+    store.save_checkpoints(lease.token, "wide", {120: "done"}, 250)  # chunk 1 only
+    now = {int(i["chunk"]["N"]): i["saved"]["S"] for i in scan_all(store.client, store.table.name)
+           if "positions" in i}
+    assert now[0] == saved[0] and now[2] == saved[2] and now[1] != saved[1]
+    total, positions = Store(store.client, store.table).load_checkpoints("wide")
+    assert total == 250 and len(positions) == 250 and positions[120] == "done" and positions[0] == key
+    store.clear_checkpoints(lease.token, "wide")
+    assert not [i for i in scan_all(store.client, store.table.name) if "positions" in i]
 
 
 # ---- keeping scans off dyn's records --------------------------------------------------------
@@ -360,9 +372,9 @@ def test_exclude_condition_keeps_a_real_scan_off_dyns_records(local_client, leas
     store = make_store(local_client, pk, sk, pk_type=pk_type, meta_pk=meta_pk)
     lease = hold(store, leases)
     store.begin_step(lease.token, step())
-    store.save_checkpoint(lease.token, "aaa#up#0", 0, "done", 1)
+    store.save_checkpoints(lease.token, "aaa#up#0", {0: "done"}, 1)
     finish(store, lease, 0, ["aaa"])
-    store.save_checkpoint(lease.token, "bbb#up#0", 0, "done", 1)
+    store.save_checkpoints(lease.token, "bbb#up#0", {0: "done"}, 1)
     for value in user_pks:
         item = {pk: to_av(value), "data": {"S": "user"}}
         if sk:
@@ -384,7 +396,7 @@ def test_numeric_partition_key_with_a_numeric_meta_pk(any_client, leases):
     store = Store(any_client, table, meta_pk="-1")
     lease = hold(store, leases)
     store.begin_step(lease.token, step())
-    store.save_checkpoint(lease.token, "aaa#up#0", 0, {"id": {"N": "5"}, "sk": {"S": "a"}}, 1)
+    store.save_checkpoints(lease.token, "aaa#up#0", {0: {"id": {"N": "5"}, "sk": {"S": "a"}}}, 1)
     assert store.load_checkpoints("aaa#up#0") == (1, {0: {"id": {"N": "5"}, "sk": {"S": "a"}}})
     finish(store, lease, 0, ["aaa"])
     assert store.read().heads == ("aaa",)

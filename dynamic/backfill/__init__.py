@@ -1,0 +1,129 @@
+"""The parallel-scan engine: rewrite (or delete) existing items of a live table, safely and fast.
+
+The shape is the reference text's loop (Scan a page, write each item) made safe and fast:
+
+* **Parallel scan** (``walk``, ``executor``): ``TotalSegments`` segments, walked page by page
+  by a pool of threads sharing one client.
+* **Writes that cannot go wrong under concurrency** (``plan``, ``statements``, ``writes``):
+  ``update(item)`` sees the item through a mapping that records what it reads; every write
+  is conditioned on the key existing (an item deleted meanwhile is never resurrected), on
+  every attribute ``update`` read still holding the value it saw, and on the filter still
+  matching. Writes go 25 at a time as PartiQL statements in one ``BatchExecuteStatement``,
+  each with its own condition and outcome (``write_mode="item"``: one UpdateItem each). A
+  failed condition is settled from the item DynamoDB returns with it: gone, already written
+  (a lost response: ``update`` is not applied twice), no longer matching the filter, or
+  changed (decide again). Within one run every item is updated once.
+* **Checkpoints** (``checkpoints``): each segment's position is the last page it fully
+  processed; one flusher writes all changed positions every ``checkpoint_interval`` seconds.
+* **Throttling** (``retry``, ``ratelimit``): a throttled call backs off on its own thread with
+  full jitter, the others go on; ``max_wcu``/``max_rcu`` cap the whole run.
+
+Across a crash the items processed since the last checkpoint are visited again, so ``update``
+should be idempotent: derive the new values from the item (``{"GSI1PK": item["PK"]}``), do
+not accumulate (``item["n"] + 1``). Within one run, even through lost responses, it is safe.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
+
+from ..dynamo import TableInfo
+from ..errors import UsageError
+from . import engine as _engine
+from .checkpoints import DEFAULT_INTERVAL, Checkpoints, MemoryCheckpoints
+from .executor import Executor, ThreadExecutor
+from .ratelimit import TokenBucket
+from .result import BackfillResult, UpdateFailed
+from .sizing import default_segments, default_workers
+from .values import REMOVE, ItemView
+
+__all__ = [
+    "REMOVE",
+    "BackfillResult",
+    "Checkpoints",
+    "Executor",
+    "ItemView",
+    "MemoryCheckpoints",
+    "ThreadExecutor",
+    "TokenBucket",
+    "UpdateFailed",
+    "backfill",
+    "default_segments",
+    "default_workers",
+    "delete_items",
+    "remove_attributes",
+]
+
+
+def backfill(
+    client: Any,
+    table: TableInfo,
+    update: Callable[[Mapping], Mapping | None],
+    *,
+    filter: Any = None,
+    exclude: Any = None,
+    is_meta: Callable[[dict], bool] | None = None,
+    segments: int | None = None,
+    workers: int | None = None,
+    page_size: int | None = None,
+    checkpoints: Checkpoints | None = None,
+    guard: Callable[[], None] | None = None,
+    dry_run: bool = False,
+    max_wcu: float | None = None,
+    max_rcu: float | None = None,
+    progress: Any = None,
+    label: str = "backfill",
+    checkpoint_interval: float = DEFAULT_INTERVAL,
+    write_mode: str = "batch",
+    max_retry_seconds: float = 600.0,
+    executor: Executor | None = None,
+) -> BackfillResult:
+    """Apply ``update`` to every item of ``table`` matching ``filter`` (and ``exclude``).
+
+    ``update(item)`` gets the item as a read-only mapping of plain Python values (numbers are
+    ``Decimal``) and returns a dict of attributes to SET (value :data:`REMOVE` removes one), or
+    None. Items already holding the returned values are not written. ``filter`` (checked again
+    by every write) and ``exclude`` (the scan only) are boto3 conditions (``Attr(...)``);
+    ``is_meta(raw_item)`` skips bookkeeping items client-side as well. ``guard()`` is called
+    before every write and stops the run by raising. ``segments`` defaults from the table's
+    size, ``workers`` from the client's connection pool; a resume keeps the checkpointed
+    segment count. ``dry_run`` scans and calls ``update`` but writes nothing (and neither
+    reads nor saves checkpoints). Raises :class:`UpdateFailed` when ``update`` raises.
+    """
+    if not callable(update):
+        raise UsageError(f"update must be a callable taking the item, got {type(update).__name__}")
+    return _engine.run(client, table, "update", update, filter=filter, exclude=exclude, is_meta=is_meta,
+                       segments=segments, workers=workers, page_size=page_size, checkpoints=checkpoints,
+                       guard=guard, dry_run=dry_run, max_wcu=max_wcu, max_rcu=max_rcu, progress=progress,
+                       label=label, checkpoint_interval=checkpoint_interval, write_mode=write_mode,
+                       max_retry_seconds=max_retry_seconds, executor=executor)
+
+
+def remove_attributes(client: Any, table: TableInfo, names: str | Iterable[str], *, filter: Any = None,
+                      **kw: Any) -> BackfillResult:
+    """Remove the attributes ``names`` from every item matching ``filter`` (a backfill whose
+    update reads nothing, so its writes are conditioned on the key and the filter only)."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise UsageError("remove_attributes needs at least one attribute name")
+    keys = [n for n in names if n in table.key_names]
+    if keys:
+        raise UsageError(f"cannot remove key attribute {keys[0]!r} of table {table.name!r}")
+    removal = {n: REMOVE for n in names}
+    kw.setdefault("label", f"remove {', '.join(names)}")
+    return backfill(client, table, lambda item: removal, filter=filter, **kw)
+
+
+def delete_items(client: Any, table: TableInfo, *, filter: Any = None,
+                 where: Callable[[Mapping], Any] | None = None, **kw: Any) -> BackfillResult:
+    """Delete every item matching ``filter`` (a boto3 condition) for which ``where(item)`` (a
+    Python predicate) is true; at least one of the two is required -- deleting everything is a
+    table drop, not a migration. Each delete is conditioned like an update's write: the filter
+    still matches and every attribute ``where`` read is unchanged, so an item changed after
+    the scan is decided again on its current value, never deleted on a stale one."""
+    if filter is None and where is None:
+        raise UsageError("delete_items needs a filter (e.g. Attr('Type').eq('Draft')) or a where= predicate")
+    if where is not None and not callable(where):
+        raise UsageError(f"where must be a callable taking the item, got {type(where).__name__}")
+    kw.setdefault("label", "delete items")
+    return _engine.run(client, table, "delete", where, filter=filter, **kw)

@@ -1,0 +1,156 @@
+"""One data operation, start to end: resume from checkpoints, walk the segments on an
+executor, flush positions, report progress, and turn failures into one line."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..dynamo import TableInfo, translate
+from ..errors import LeaseLost, UsageError
+from .checkpoints import DEFAULT_INTERVAL, Checkpoints, Flusher
+from .conditions import check
+from .executor import Executor, ThreadExecutor
+from .ratelimit import TokenBucket
+from .result import BackfillResult, Counts
+from .retry import Caller
+from .sizing import default_segments, default_workers
+from .walk import Job, Samples, Segment, Worker
+
+DEFAULT_PAGE_SIZE = 100
+FINAL_FLUSH_SECONDS = 10.0  # retry budget of the last save after a failure
+
+
+def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter: Any = None,
+        exclude: Any = None, is_meta: Callable[[dict], bool] | None = None, segments: int | None = None,
+        workers: int | None = None, page_size: int | None = None, checkpoints: Checkpoints | None = None,
+        guard: Callable[[], None] | None = None, dry_run: bool = False, max_wcu: float | None = None,
+        max_rcu: float | None = None, progress: Any = None, label: str = "backfill",
+        checkpoint_interval: float = DEFAULT_INTERVAL, write_mode: str = "batch",
+        max_retry_seconds: float = 600.0, executor: Executor | None = None) -> BackfillResult:
+    """Resolve the options into a :class:`Job` and run it (see ``dynamic.backfill.backfill``)."""
+    check(filter)
+    check(exclude, "exclude")
+    if write_mode not in ("batch", "item"):
+        raise UsageError(f"write_mode must be \"batch\" or \"item\", got {write_mode!r}")
+    workers = int(workers) if workers else default_workers(client)
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
+    checkpoints = None if dry_run else checkpoints
+    total, positions = checkpoints.load() if checkpoints is not None else (None, {})
+    if total:  # a resume keeps the segmentation its positions belong to
+        total_segments = int(total)
+        positions = {int(k): v for k, v in positions.items()}
+    else:
+        total_segments = int(segments) if segments else default_segments(table, workers)
+        positions = {}
+    if total_segments < 1:
+        raise UsageError(f"segments must be at least 1, got {segments}")
+    job = Job(table=table, kind=kind, fn=fn, filter=filter, exclude=exclude, is_meta=is_meta,
+              total_segments=total_segments, page_size=int(page_size) if page_size else DEFAULT_PAGE_SIZE,
+              write_mode=write_mode, dry_run=dry_run, label=label, max_retry_seconds=max_retry_seconds)
+    engine = Engine(client, job, positions, checkpoints=checkpoints, guard=guard, max_wcu=max_wcu,
+                    max_rcu=max_rcu, progress=progress, checkpoint_interval=checkpoint_interval,
+                    executor=executor or ThreadExecutor(workers))
+    return engine.run()
+
+
+class Engine:
+    """Runs one job in this process: the parent side of any executor."""
+
+    def __init__(self, client: Any, job: Job, positions: dict, *, checkpoints: Checkpoints | None,
+                 guard: Callable[[], None] | None, max_wcu: float | None, max_rcu: float | None,
+                 progress: Any, checkpoint_interval: float, executor: Executor):
+        self.client = client
+        self.job = job
+        self.checkpoints = checkpoints
+        self.progress = progress
+        self.executor = executor
+        self.stop = threading.Event()
+        self.caller = Caller(stop=self.stop, guard=guard,
+                             wcu=TokenBucket(max_wcu) if max_wcu else None,
+                             rcu=TokenBucket(max_rcu) if max_rcu else None,
+                             max_retry_seconds=job.max_retry_seconds, label=job.label)
+        self.segments = [Segment(i, positions.get(i)) for i in range(job.total_segments)]
+        self.samples = Samples()
+        self.flusher = None if checkpoints is None else Flusher(
+            checkpoints, job.total_segments, self._save, checkpoint_interval, on_error=self.stop.set)
+        self._report_lock = threading.Lock()
+
+    def _save(self, fn: Callable[[], None], *, stoppable: bool) -> None:
+        self.caller.call(fn, write=True, charge=False, stoppable=stoppable,
+                         retry_seconds=None if stoppable else FINAL_FLUSH_SECONDS)
+
+    def report(self, seg: Segment) -> None:
+        """A page of ``seg`` is done: mark its position, tell progress what moved."""
+        if self.flusher is not None:
+            self.flusher.mark(seg.index, seg.position)  # type: ignore[arg-type]
+        if self.progress is not None:
+            with self._report_lock:
+                c, r = seg.counts, seg.reported
+                ds, dm = c.scanned - r.scanned, c.matched - r.matched
+                du = (c.updated + c.deleted) - (r.updated + r.deleted)
+                r.scanned, r.matched, r.updated, r.deleted = c.scanned, c.matched, c.updated, c.deleted
+            if ds or dm or du:
+                self.progress.advance(scanned=ds, matched=dm, updated=du)
+
+    def run(self) -> BackfillResult:
+        started = time.monotonic()
+        pending = [s for s in self.segments if not s.done]
+        error: BaseException | None = None
+        worker = Worker(self.job, self.client, self.caller, self.report, self.samples)
+        if self.flusher is not None:
+            self.flusher.start()
+        try:
+            error = self.executor.run(worker.run_segment, pending, self.stop)
+        except BaseException as e:  # KeyboardInterrupt
+            error = e
+        finally:
+            self.stop.set()
+        error = self._finish_checkpoints(error)
+        result = self.result(time.monotonic() - started)
+        if self.progress is not None:
+            self.progress.close()
+        if error is not None:
+            if isinstance(error, (ClientError, BotoCoreError)):  # one line, not a traceback
+                error = _with_cause(translate(error, self.job.table.name, self.client), error)
+            try:
+                error.backfill_result = result  # type: ignore[attr-defined]  # what was done
+            except AttributeError:
+                pass
+            raise error
+        return result
+
+    def _finish_checkpoints(self, error: BaseException | None) -> BaseException | None:
+        """The last flush (every segment "done" after a success), then, after a success, clear."""
+        flusher = self.flusher
+        if flusher is None:
+            return error
+        if error is None and flusher.error is not None:
+            error = flusher.error
+        lease_gone = isinstance(error, LeaseLost) or isinstance(flusher.error, LeaseLost)
+        try:
+            flusher.close(final=not lease_gone)
+        except BaseException as e:  # noqa: BLE001
+            if error is None:
+                error = e  # a completed run whose last positions could not be saved: say so
+        if error is None:
+            try:
+                self.caller.call(self.checkpoints.clear, write=True, charge=False, stoppable=False)
+            except BaseException as e:  # noqa: BLE001
+                error = e
+        return error
+
+    def result(self, seconds: float) -> BackfillResult:
+        total = Counts()
+        for seg in self.segments:
+            total.add(seg.counts)
+        return BackfillResult.from_counts(total, seconds=seconds, segments=self.job.total_segments,
+                                          samples=list(self.samples.items))
+
+
+def _with_cause(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error

@@ -1,0 +1,126 @@
+"""Deciding what to do with one item: run the user's ``update`` (or ``where``) on it and turn
+the answer into a :class:`Change` -- what to write, and what the write must find unchanged."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from ..dynamo import TableInfo
+from ..errors import UsageError
+from .result import UpdateFailed
+from .values import REMOVE, ItemView, av_equal, key_text, one_line, serializer
+
+MAX_CONFLICTS = 25  # decisions on one item (it kept changing under us) before giving up
+
+
+class Change:
+    """One planned write. ``sets``/``removes`` for an update, ``sets is None`` for a delete.
+
+    ``present``/``absent``: the attributes the user's code read, which the write's condition
+    requires to be as they were. ``raw`` is the item the decision was made on; ``verified``
+    says whether it came from the scan (so it matched the filter) or from a failed write's
+    ALL_OLD (not checked against the filter). ``tries`` counts the decisions made on this item.
+    """
+
+    __slots__ = ("raw", "key", "sets", "removes", "present", "absent", "verified", "tries")
+
+    def __init__(self, raw: Mapping, key: dict, sets: dict | None, removes: list, present: tuple,
+                 absent: tuple, verified: bool, tries: int = 0):
+        self.raw = raw
+        self.key = key
+        self.sets = sets
+        self.removes = removes
+        self.present = present
+        self.absent = absent
+        self.verified = verified
+        self.tries = tries
+
+    @property
+    def is_delete(self) -> bool:
+        return self.sets is None
+
+    def new_item(self) -> dict:
+        """The item as this write leaves it (for its size)."""
+        new = dict(self.raw)
+        if self.sets:
+            new.update(self.sets)
+        for n in self.removes:
+            new.pop(n, None)
+        return new
+
+
+class UpdatePlan:
+    """``update(item)`` -> a Change, or None when there is nothing to write."""
+
+    def __init__(self, update: Callable[[Mapping], Mapping | None], table: TableInfo):
+        if not callable(update):
+            raise UsageError(f"update must be a callable taking the item, got {type(update).__name__}")
+        self.update = update
+        self.key_names = table.key_names
+        self.key_set = frozenset(table.key_names)
+
+    def __call__(self, raw: Mapping, verified: bool = True) -> Change | None:
+        view = ItemView(raw)
+        key = {k: raw[k] for k in self.key_names}
+        try:
+            changes = self.update(view)
+        except Exception as e:
+            raise UpdateFailed(
+                f"update() raised {type(e).__name__}: {one_line(e)} on item {key_text(key)}", key, e) from e
+        if changes is None:
+            return None
+        if not isinstance(changes, Mapping):
+            raise UpdateFailed(
+                f"update() must return a dict of attributes or None, got {type(changes).__name__} "
+                f"on item {key_text(key)}", key)
+        sets: dict = {}
+        removes: list = []
+        for name, value in changes.items():
+            if value is REMOVE:
+                if name in raw:
+                    removes.append(name)
+                continue
+            try:
+                av = serializer.serialize(value)
+            except Exception as e:  # float, unsupported type, empty set...
+                raise UpdateFailed(
+                    f"update() returned an unstorable value for {name!r} ({type(e).__name__}: {one_line(e)}) "
+                    f"on item {key_text(key)}", key, e) from e
+            cur = raw.get(name)
+            if cur is None or not av_equal(cur, av):
+                sets[name] = av
+        bad = self.key_set.intersection(sets).union(self.key_set.intersection(removes))
+        if bad:
+            raise UpdateFailed(
+                f"update() tried to change key attribute {sorted(bad)[0]!r} on item {key_text(key)}: "
+                "keys cannot be updated; put a new item and delete the old one instead", key)
+        if not sets and not removes:
+            return None
+        present, absent = view.reads(self.key_set)
+        return Change(raw, key, sets, removes, present, absent, verified)
+
+
+class DeletePlan:
+    """Every item the scan matched is deleted, unless ``where(item)`` says no."""
+
+    def __init__(self, where: Callable[[Mapping], Any] | None, table: TableInfo):
+        if where is not None and not callable(where):
+            raise UsageError(f"where must be a callable taking the item, got {type(where).__name__}")
+        self.where = where
+        self.key_names = table.key_names
+        self.key_set = frozenset(table.key_names)
+
+    def __call__(self, raw: Mapping, verified: bool = True) -> Change | None:
+        key = {k: raw[k] for k in self.key_names}
+        if self.where is None:
+            return Change(raw, key, None, [], (), (), verified)
+        view = ItemView(raw)
+        try:
+            keep = not self.where(view)
+        except Exception as e:
+            raise UpdateFailed(
+                f"where() raised {type(e).__name__}: {one_line(e)} on item {key_text(key)}", key, e) from e
+        if keep:
+            return None
+        present, absent = view.reads(self.key_set)
+        return Change(raw, key, None, [], present, absent, verified)

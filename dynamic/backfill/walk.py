@@ -1,0 +1,165 @@
+"""Walking one parallel-scan segment: a Scan page, the decisions on its items, their writes,
+then the segment's new position -- until the segment ends."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from boto3.dynamodb.conditions import ConditionBase
+
+from ..dynamo import TableInfo
+from .conditions import scan_filter
+from .plan import Change, DeletePlan, UpdatePlan
+from .ratelimit import Stopped
+from .result import Counts
+from .retry import Caller, consumed
+from .statements import Statements
+from .values import REMOVE, deserializer, plain
+from .writes import BATCH, WritePath
+
+MAX_SAMPLES = 5
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to walk segments of one data operation (and nothing tied to
+    the process that planned it, so a worker process or a remote task can run it too)."""
+
+    table: TableInfo
+    kind: str  # "update" | "delete"
+    fn: Callable | None  # update(item), or where(item) for a delete
+    filter: ConditionBase | None  # the user's filter: in the Scan, and again in every write
+    exclude: ConditionBase | None  # dyn's own records: kept out of the Scan
+    is_meta: Callable[[dict], bool] | None  # ... and skipped client-side as well
+    total_segments: int
+    page_size: int
+    write_mode: str = "batch"
+    dry_run: bool = False
+    label: str = "backfill"
+    max_retry_seconds: float = 600.0
+
+    def scan_kwargs(self) -> dict:
+        cond = self.filter if self.exclude is None else (
+            self.exclude if self.filter is None else self.filter & self.exclude)
+        return {
+            "TableName": self.table.name,
+            "TotalSegments": self.total_segments,
+            "Limit": self.page_size,
+            "ReturnConsumedCapacity": "TOTAL",
+            **scan_filter(cond),
+        }
+
+
+class Segment:
+    """One segment: where it has got to (a key, or ``"done"``), and its counts."""
+
+    __slots__ = ("index", "position", "counts", "reported")
+
+    def __init__(self, index: int, position: dict | str | None = None):
+        self.index = index
+        self.position = position
+        self.counts = Counts()
+        self.reported = Counts()  # what progress has been told
+
+    @property
+    def done(self) -> bool:
+        return self.position == "done"
+
+
+class Samples:
+    """A few before/after examples for a dry run."""
+
+    def __init__(self, limit: int = MAX_SAMPLES):
+        self.limit = limit
+        self.items: list[dict] = []
+        self._lock = threading.Lock()
+
+    def add(self, ch: Change) -> None:
+        if len(self.items) >= self.limit:
+            return
+        if ch.is_delete:
+            before, after = plain(ch.raw), None
+        else:
+            names = (*ch.sets, *ch.removes)
+            before = {n: deserializer.deserialize(ch.raw[n]) for n in names if n in ch.raw}
+            after = {n: deserializer.deserialize(v) for n, v in ch.sets.items()}
+            after.update({n: REMOVE for n in ch.removes})
+        with self._lock:
+            if len(self.items) < self.limit:
+                self.items.append({"key": plain(ch.key), "before": before, "after": after})
+
+
+class Worker:
+    """Walks segments of a job with one client. ``report(segment)`` is called after every page
+    (the segment's position and counts have moved)."""
+
+    def __init__(self, job: Job, client: Any, caller: Caller, report: Callable[[Segment], None],
+                 samples: Samples | None = None):
+        self.job = job
+        self.client = client
+        self.caller = caller
+        self.report = report
+        self.samples = samples or Samples()
+        self.plan = UpdatePlan(job.fn, job.table) if job.kind == "update" else DeletePlan(job.fn, job.table)
+        self.writes = WritePath(client, caller, Statements(job.table, job.filter), self.plan,
+                                mode=job.write_mode, has_filter=job.filter is not None,
+                                max_retry_seconds=job.max_retry_seconds)
+        self.scan_kw = job.scan_kwargs()
+
+    def run_segment(self, seg: Segment) -> None:
+        kw = dict(self.scan_kw, Segment=seg.index)
+        if isinstance(seg.position, dict):
+            kw["ExclusiveStartKey"] = seg.position
+        counts = seg.counts
+        is_meta = self.job.is_meta
+        stop = self.caller.stop
+        while True:
+            if stop.is_set():
+                raise Stopped()
+            page = self.caller.call(self.client.scan, kw, write=False)
+            units = consumed(page, 0.5 * max(1, page.get("ScannedCount", 1)) / 8)
+            counts.rcu += units
+            self.caller.charge(units, write=False)
+            counts.scanned += page.get("ScannedCount", 0)
+            items = page.get("Items", ())
+            if is_meta is not None:
+                items = [raw for raw in items if not is_meta(raw)]
+            counts.matched += len(items)
+            self.handle(items, seg)
+            lek = page.get("LastEvaluatedKey")
+            seg.position = lek or "done"
+            self.report(seg)
+            if not lek:
+                return
+            kw["ExclusiveStartKey"] = lek
+
+    def handle(self, items: list, seg: Segment) -> None:
+        """Decide on the items of a page and write what was decided, a batch at a time; after
+        each batch the segment's position moves to the last item decided (every item before
+        it is written or left alone), so a crash re-reads at most a batch per segment."""
+        counts = seg.counts
+        plan = self.plan
+        dry_run = self.job.dry_run
+        key_names = self.job.table.key_names
+        pending: list[Change] = []
+        for raw in items:
+            ch = plan(raw)
+            if ch is None:
+                counts.unchanged += 1
+                continue
+            if dry_run:
+                if ch.is_delete:
+                    counts.deleted += 1
+                else:
+                    counts.updated += 1
+                self.samples.add(ch)
+                continue
+            pending.append(ch)
+            if len(pending) >= BATCH:
+                self.writes.apply(pending, counts)
+                pending = []
+                seg.position = {k: raw[k] for k in key_names}
+                self.report(seg)
+        if pending:
+            self.writes.apply(pending, counts)
