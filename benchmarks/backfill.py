@@ -1,24 +1,31 @@
-"""Backfill throughput and memory: dyn's engine vs. the reference loop vs. a 16-thread script.
+"""Backfill speed, measured as the whole command a user types: `dyn upgrade head` against the
+reference loop and a hand-written 16-thread script, each a process of its own.
 
 On DynamoDB Local, each contender does the reference text's GSI-key backfill (GSI1PK=PK,
-GSI1SK=SK on Type=Post items) on its own fresh, identical table:
+GSI1SK=SK on Type=Post items; 3 of 4 items are posts) on its own fresh, identical table:
 
 * ``sequential``: the reference text's loop -- one Scan page, then UpdateItem per item;
 * ``threads16``:  a hand-written parallel scan -- 16 threads, each its own segment, UpdateItem
   per item, one shared client with a 16-connection pool;
-* ``dyn``:        ``dynamic.backfill.backfill`` with its defaults, on a ``make_client`` client.
+* ``dyn``:        ``dyn upgrade head`` of a one-revision project (``op.backfill``), with its
+  own clients, its lock, and its checkpoints in the table.
 
-at 0 ms and at 4 ms of added round trip (a latency proxy, ``dynamic.testing.proxy``, in its
-own process). Then the engine's peak memory (RSS high-water mark above its baseline, in a
-subprocess) at 10k and 100k items.
+at 0 ms and 4 ms of added round trip (``dynamic.testing.proxy`` in its own process). Then:
 
-    .venv/bin/python benchmarks/backfill.py            # 4,000 items a table, 3 rounds, memory at 10k/100k
+* the fault mix: ``dyn upgrade head`` through a proxy that throttles 5%, fails 2% with HTTP 500
+  and drops 2% of the responses (after the request applied) of *every* call dyn makes, against
+  its unfaulted twin at the same latency;
+* bookkeeping: checkpoint transactions per second and their write units, as DynamoDB Local
+  reports them, against the backfill's own write units;
+* client CPU per migrated item (user + system time of the whole process, start-up included);
+* memory: the peak RSS of `dyn upgrade head` on a 10k and a 100k table.
+
+    .venv/bin/python benchmarks/backfill.py            # 4,000 items, 3 rounds, faults, memory at 10k/100k
     .venv/bin/python benchmarks/backfill.py --quick    # 2,000 items, 1 round, memory at 5k/20k
-    .venv/bin/python benchmarks/backfill.py --items 10000 --latency 0 4 8 --no-memory
+    .venv/bin/python benchmarks/backfill.py --items 10000 --latency 0 4 8 --no-memory --no-faults
 
-Each contender runs once per round, on its own freshly seeded table, in an order that rotates
-from round to round; the table reports medians, so a noisy neighbour on the machine skews one
-run, not the result.
+Contenders run once per round, each on its own freshly seeded table, in an order that rotates
+from round to round; tables show medians, so a noisy neighbour skews one run, not the result.
 """
 from __future__ import annotations
 
@@ -27,27 +34,44 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
-from boto3.dynamodb.conditions import Attr  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
 from dynamic import local  # noqa: E402
-from dynamic.backfill import backfill  # noqa: E402
-from dynamic.dynamo import describe_table, make_client  # noqa: E402
 
 for _k, _v in local.LOCAL_ENV.items():
     os.environ.setdefault(_k, _v)
 
 POST_SHARE = 3  # 3 of 4 items are posts
+DYN = str(Path(sys.executable).with_name("dyn"))
+FAULTS = ["*:throttle=0.05", "*:error500=0.02", "*:lost=0.02"]
+REVISION = '''"""GSI1 keys on posts"""
+from boto3.dynamodb.conditions import Attr
+
+revision = "b0000000bench"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade(op):
+    op.backfill(lambda item: {"GSI1PK": item["PK"], "GSI1SK": item["SK"]}, filter=Attr("Type").eq("Post"))
+
+
+def downgrade(op):
+    op.remove_attributes(["GSI1PK", "GSI1SK"], filter=Attr("Type").eq("Post"))
+'''
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -107,7 +131,7 @@ def check_migrated(endpoint: str, name: str, posts: int) -> None:
         raise SystemExit(f"{name}: {done} of {posts} posts migrated")
 
 
-# ---- contenders -----------------------------------------------------------------------------
+# ---- the baselines, as the scripts a user would run ---------------------------------------------
 SCAN_PARAMS = {
     "FilterExpression": "#type = :type",
     "ExpressionAttributeNames": {"#type": "Type"},
@@ -125,7 +149,7 @@ def _update(client, name: str, it: dict) -> None:
     )
 
 
-def run_sequential(endpoint: str, name: str) -> int:
+def script_sequential(endpoint: str, name: str) -> int:
     """The reference text's loop, as written there."""
     client = boto3.client("dynamodb", endpoint_url=endpoint)
     params = {"TableName": name, **SCAN_PARAMS}
@@ -141,7 +165,7 @@ def run_sequential(endpoint: str, name: str) -> int:
     return n
 
 
-def run_threads16(endpoint: str, name: str) -> int:
+def script_threads16(endpoint: str, name: str) -> int:
     """The reference text's parallel-scan advice, hand-written: 16 threads, 16 segments."""
     client = boto3.client("dynamodb", endpoint_url=endpoint, config=Config(max_pool_connections=16))
     counts = [0] * 16
@@ -165,74 +189,187 @@ def run_threads16(endpoint: str, name: str) -> int:
     return sum(counts)
 
 
-def run_dyn(endpoint: str, name: str) -> int:
-    client = make_client(endpoint_url=endpoint)
-    result = backfill(client, describe_table(client, name),
-                      lambda item: {"GSI1PK": item["PK"], "GSI1SK": item["SK"]},
-                      filter=Attr("Type").eq("Post"))
-    return result.updated
+SCRIPTS = {"sequential": script_sequential, "threads16": script_threads16}
+CONTENDERS = ["sequential", "threads16", "dyn"]
 
 
-CONTENDERS = {"sequential": run_sequential, "threads16": run_threads16, "dyn": run_dyn}
+# ---- running a whole command ------------------------------------------------------------------
+@dataclass
+class Run:
+    seconds: float
+    cpu: float  # user + system seconds of the process
+    maxrss: int  # bytes
+    stdout: str
+    stderr: str
 
 
-# ---- latency proxy --------------------------------------------------------------------------
+def run_command(argv: list[str], *, env: dict | None = None, cwd: Path | None = None) -> Run:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.monotonic()
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, stdout=out, stderr=err,
+                                text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.monotonic() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        run = Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out.read(), err.read())
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{run.stderr[-2000:]}")
+    return run
+
+
+def project_dir() -> Path:
+    """A one-revision dyn project; the table comes from DYN_TABLE."""
+    d = Path(tempfile.mkdtemp(prefix="dyn-bench-"))
+    (d / "migrations" / "versions").mkdir(parents=True)
+    (d / "migrations" / "versions" / "b0000000bench_gsi1.py").write_text(REVISION)
+    (d / "dyn.toml").write_text('[dyn]\nscript_location = "migrations"\n')
+    return d
+
+
+def run_contender(who: str, url: str, name: str, project: Path) -> tuple[Run, dict]:
+    """One contender's whole command against ``url``; its run and, for dyn, the step's counts."""
+    if who == "dyn":
+        run = run_command([DYN, "upgrade", "head", "--json"], cwd=project,
+                          env={"AWS_ENDPOINT_URL_DYNAMODB": url, "DYN_TABLE": name})
+        steps = json.loads(run.stdout)["steps"]
+        return run, steps[0]["counts"]
+    run = run_command([sys.executable, __file__, "--script", who, url, name])
+    return run, {"updated": int(run.stdout.strip())}
+
+
 class ProxyProcess:
-    def __init__(self, upstream: str, latency_ms: float):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dynamic.testing.proxy", "--upstream", upstream,
-             "--latency-ms", str(latency_ms), "--lifetime", "7200"],
-            cwd=str(ROOT), stdout=subprocess.PIPE, text=True,
-        )
+    def __init__(self, upstream: str, latency_ms: float, faults: list[str] = ()):
+        self.stats_path = Path(tempfile.mktemp(prefix="dyn-bench-proxy-", suffix=".json"))
+        argv = [sys.executable, "-m", "dynamic.testing.proxy", "--upstream", upstream,
+                "--latency-ms", str(latency_ms), "--lifetime", "7200", "--stats", str(self.stats_path),
+                "--seed", str(uuid.uuid4().int % 1000)]
+        for f in faults:
+            argv += ["--fault", f]
+        self.proc = subprocess.Popen(argv, cwd=str(ROOT), stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
-            raise SystemExit("latency proxy did not start")
+            raise SystemExit("the proxy did not start")
 
-    def close(self) -> None:
+    def close(self) -> dict:
         self.proc.terminate()
         self.proc.wait(10)
+        try:
+            return json.loads(self.stats_path.read_text())
+        finally:
+            self.stats_path.unlink(missing_ok=True)
 
 
-# ---- memory ---------------------------------------------------------------------------------
-def _vm(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def memory_child(endpoint: str, name: str) -> None:
-    """Run in a subprocess: the engine's RSS high-water mark above its baseline."""
-    client = make_client(endpoint_url=endpoint)
-    table = describe_table(client, name)
-    client.scan(TableName=name, Limit=1)  # warm the client
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
-        pass
-    base = _vm("VmRSS")
-    t = time.monotonic()
-    r = backfill(client, table, lambda item: {"GSI1PK": item["PK"], "GSI1SK": item["SK"]},
-                 filter=Attr("Type").eq("Post"))
-    print(json.dumps({"base": base, "peak": _vm("VmHWM"), "updated": r.updated,
-                      "seconds": time.monotonic() - t}))
-
-
-def measure_memory(endpoint: str, n: int) -> dict:
-    name = f"bench-mem-{n}-{uuid.uuid4().hex[:6]}"
-    posts = seed(endpoint, name, n)
-    out = subprocess.run([sys.executable, __file__, "--memory-child", endpoint, name],
-                         capture_output=True, text=True, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    if res["updated"] != posts:
-        raise SystemExit(f"memory run updated {res['updated']} of {posts}")
-    return res
-
-
-# ---- main -----------------------------------------------------------------------------------
+# ---- measurements ------------------------------------------------------------------------------
 def median(values: list[float]) -> float:
     v = sorted(values)
     return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    return f"{v:,.0f}{unit}" if v else "-"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def throughput(endpoint: str, project: Path, n: int, rounds: int, latencies: list[float],
+               only: list[str]) -> dict:
+    results: dict = {}
+    for latency in latencies:
+        proxy = ProxyProcess(endpoint, latency) if latency else None
+        url = proxy.url if proxy else endpoint
+        results[latency] = {who: {"rate": [], "cpu": []} for who in only}
+        try:
+            for rnd in range(rounds):
+                order = only[rnd % len(only):] + only[:rnd % len(only)]
+                for who in order:
+                    name = f"bench-{who}-{int(latency)}ms-{uuid.uuid4().hex[:6]}"
+                    posts = seed(endpoint, name, n)
+                    run, counts = run_contender(who, url, name, project)
+                    if counts["updated"] != posts:
+                        raise SystemExit(f"{who}: updated {counts['updated']} of {posts} posts")
+                    check_migrated(endpoint, name, posts)
+                    results[latency][who]["rate"].append(posts / run.seconds)
+                    results[latency][who]["cpu"].append(run.cpu / posts)
+                    print(f"  {latency:g} ms  round {rnd + 1}  {who:<11} {posts:>6} posts in {run.seconds:6.2f}s  "
+                          f"{posts / run.seconds:8.0f} items/s  {1e6 * run.cpu / posts:6.0f} us CPU/item",
+                          flush=True)
+        finally:
+            if proxy:
+                proxy.close()
+    print()
+    print(f"{'round trip':>10}  {'sequential':>10}  {'16 threads':>10}  {'dyn':>8}  "
+          f"{'dyn/seq':>7}  {'dyn/16t':>7}   (items/s, whole command, median of {rounds})")
+    for latency, r in results.items():
+        seq, t16, dyn = (median(r[w]["rate"]) if r.get(w) else None for w in CONTENDERS)
+        print(f"{latency:>8g}ms  {fmt(seq):>10}  {fmt(t16):>10}  {fmt(dyn):>8}  "
+              f"{ratio(dyn, seq):>7}  {ratio(dyn, t16):>7}")
+    print()
+    print("client CPU per migrated item (user + system of the whole process, start-up included), median:")
+    for latency, r in results.items():
+        parts = [f"{w} {1e6 * median(r[w]['cpu']):,.0f} us" for w in CONTENDERS if r.get(w)]
+        print(f"  {latency:g} ms: " + ", ".join(parts))
+    return results
+
+
+def faults(endpoint: str, project: Path, n: int, rounds: int, latency: float) -> None:
+    clean = ProxyProcess(endpoint, latency)
+    faulty = ProxyProcess(endpoint, latency, FAULTS)
+    rates: dict[str, list[float]] = {"clean": [], "faults": []}
+    books: list[dict] = []
+    try:
+        for rnd in range(rounds):
+            order = ["faults", "clean"] if rnd % 2 == 0 else ["clean", "faults"]
+            for kind in order:
+                proxy = faulty if kind == "faults" else clean
+                name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+                posts = seed(endpoint, name, n)
+                run, counts = run_contender("dyn", proxy.url, name, project)
+                if counts["updated"] != posts:
+                    raise SystemExit(f"dyn with {kind}: updated {counts['updated']} of {posts} posts")
+                check_migrated(endpoint, name, posts)
+                rates[kind].append(posts / run.seconds)
+                if kind == "clean":
+                    books.append({"seconds": run.seconds, "wcu": counts.get("wcu", 0.0)})
+                print(f"  {latency:g} ms  round {rnd + 1}  dyn {kind:<7} {posts:>6} posts in {run.seconds:6.2f}s  "
+                      f"{posts / run.seconds:8.0f} items/s", flush=True)
+    finally:
+        clean_stats = clean.close()
+        fault_stats = faulty.close()
+    injected = {k: sum(op.get(k, 0) for op in fault_stats["operations"].values())
+                for k in ("throttle", "error500", "lost")}
+    requests = sum(op["requests"] for op in fault_stats["operations"].values())
+    ops = sorted(op for op, c in fault_stats["operations"].items() if any(c.get(k) for k in injected))
+    fr, cr = median(rates["faults"]), median(rates["clean"])
+    print()
+    print(f"fault mix at {latency:g} ms: {fr:,.0f} items/s against {cr:,.0f} unfaulted: {fr / cr:.0%} "
+          f"(median of {rounds}; {injected['throttle']} throttles, {injected['error500']} HTTP 500s, "
+          f"{injected['lost']} lost responses in {requests} requests, on {', '.join(ops)})")
+    tx = clean_stats["transactions"].get("checkpoint", {"calls": 0, "units": 0.0})
+    seconds = sum(b["seconds"] for b in books)
+    wcu = sum(b["wcu"] for b in books)
+    print(f"checkpoints (unfaulted runs, {len(books)} x {n:,} items): {tx['calls']} transactions in "
+          f"{seconds:.1f}s of runs = {tx['calls'] / seconds:.2f}/s; {tx['units']:.0f} write units against "
+          f"the backfill's {wcu:,.0f} = {tx['units'] / wcu:.1%}")
+
+
+def memory(endpoint: str, project: Path, sizes: list[int]) -> None:
+    print()
+    peaks = []
+    for size in sizes:
+        name = f"bench-mem-{size}-{uuid.uuid4().hex[:6]}"
+        posts = seed(endpoint, name, size)
+        run, counts = run_contender("dyn", endpoint, name, project)
+        if counts["updated"] != posts:
+            raise SystemExit(f"memory run updated {counts['updated']} of {posts}")
+        peaks.append(run.maxrss)
+        print(f"memory at {size:>7,} items: `dyn upgrade head` peak RSS {run.maxrss / 2**20:6.1f} MiB "
+              f"({posts:,} posts in {run.seconds:.0f}s, {posts / run.seconds:,.0f} items/s)", flush=True)
+    if len(peaks) > 1:
+        print(f"peak RSS at {sizes[-1]:,} items / at {sizes[0]:,} items: {peaks[-1] / peaks[0]:.2f}x")
 
 
 def main() -> int:
@@ -241,68 +378,38 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds; medians reported (default 3)")
     p.add_argument("--quick", action="store_true", help="2000 items, 1 round, memory at 5k/20k")
     p.add_argument("--latency", type=float, nargs="+", default=[0, 4], help="added round trip, ms")
-    p.add_argument("--only", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
+    p.add_argument("--only", nargs="+", choices=CONTENDERS, default=CONTENDERS)
+    p.add_argument("--fault-latency", type=float, default=4.0, help="round trip of the fault-mix runs, ms")
+    p.add_argument("--no-faults", action="store_true")
     p.add_argument("--memory", type=int, nargs="*", default=None, help="item counts for the memory runs")
     p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--memory-child", nargs=2, metavar=("ENDPOINT", "TABLE"), help=argparse.SUPPRESS)
+    p.add_argument("--script", nargs=3, metavar=("NAME", "ENDPOINT", "TABLE"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.memory_child:
-        memory_child(*args.memory_child)
+    if args.script:
+        who, endpoint, name = args.script
+        print(SCRIPTS[who](endpoint, name))
         return 0
     n = args.items or (2000 if args.quick else 4000)
     rounds = args.rounds or (1 if args.quick else 3)
     mem_sizes = args.memory if args.memory is not None else ([5000, 20000] if args.quick else [10000, 100000])
 
-    load = os.getloadavg()[0]
-    print(f"DynamoDB Local, {os.cpu_count()} cores (load average {load:.1f} at start), {n} items per "
-          f"table ({POST_SHARE}/4 posts), {rounds} interleaved round(s), medians", flush=True)
+    print(f"DynamoDB Local, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at start), {n:,} "
+          f"items per table ({POST_SHARE}/4 posts), {rounds} interleaved round(s), medians; every contender "
+          "is a whole process", flush=True)
     ddb = local.start()
+    project = project_dir()
     try:
         endpoint = ddb.endpoint_url
-        warm = f"bench-warm-{uuid.uuid4().hex[:6]}"  # let the JVM compile its hot paths first
-        seed(endpoint, warm, 4000)
-        run_threads16(endpoint, warm)
-        backfill(make_client(endpoint_url=endpoint), describe_table(make_client(endpoint_url=endpoint), warm),
-                 lambda item: {"W": item["SK"]})
-        results: dict[float, dict[str, list[float]]] = {}
-        for latency in args.latency:
-            proxy = ProxyProcess(endpoint, latency) if latency else None
-            url = proxy.url if proxy else endpoint
-            results[latency] = {who: [] for who in args.only}
-            try:
-                for rnd in range(rounds):
-                    order = args.only[rnd % len(args.only):] + args.only[:rnd % len(args.only)]
-                    for who in order:
-                        name = f"bench-{who}-{int(latency)}ms-{uuid.uuid4().hex[:6]}"
-                        posts = seed(endpoint, name, n)
-                        t = time.monotonic()
-                        done = CONTENDERS[who](url, name)
-                        secs = time.monotonic() - t
-                        if done != posts:
-                            raise SystemExit(f"{who}: updated {done} of {posts} posts")
-                        check_migrated(endpoint, name, posts)
-                        results[latency][who].append(posts / secs)
-                        print(f"  {latency:g} ms  round {rnd + 1}  {who:<11} {posts:>6} posts in {secs:6.2f}s  "
-                              f"{posts / secs:8.0f} items/s", flush=True)
-            finally:
-                if proxy:
-                    proxy.close()
-        print()
-        print(f"{'round trip':>10}  {'sequential':>10}  {'16 threads':>10}  {'dyn':>8}  "
-              f"{'dyn/seq':>7}  {'dyn/16t':>7}   (items/s, median of {rounds})")
-        for latency, r in results.items():
-            seq, t16, dyn = (median(r[w]) if r.get(w) else None for w in ("sequential", "threads16", "dyn"))
-            fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
-            ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
-            print(f"{latency:>8g}ms  {fmt(seq):>10}  {fmt(t16):>10}  {fmt(dyn):>8}  "
-                  f"{ratio(dyn, seq):>7}  {ratio(dyn, t16):>7}")
-        if not args.no_memory and mem_sizes:
+        for who in ("threads16", "dyn"):  # let the JVM compile everyone's hot paths first
+            warm = f"bench-warm-{who}-{uuid.uuid4().hex[:6]}"
+            seed(endpoint, warm, 4000)
+            run_contender(who, endpoint, warm, project)
+        throughput(endpoint, project, n, rounds, args.latency, args.only)
+        if not args.no_faults:
             print()
-            for size in mem_sizes:
-                m = measure_memory(endpoint, size)
-                print(f"memory at {size:>7,} items: peak RSS {m['peak'] / 2**20:6.1f} MiB, "
-                      f"{(m['peak'] - m['base']) / 2**20:5.1f} MiB above the baseline "
-                      f"({m['updated']:,} posts in {m['seconds']:.0f}s)", flush=True)
+            faults(endpoint, project, n, rounds, args.fault_latency)
+        if not args.no_memory and mem_sizes:
+            memory(endpoint, project, mem_sizes)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         ddb.stop()

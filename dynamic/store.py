@@ -784,7 +784,7 @@ class Store:
         # DynamoDB as the same request, not applied twice
         for attempt in range(_CONFLICT_ATTEMPTS):
             try:
-                self.client.transact_write_items(TransactItems=items)
+                self.client.transact_write_items(TransactItems=items, ReturnConsumedCapacity="TOTAL")
                 return
             except ClientError as e:
                 code = error_code(e)

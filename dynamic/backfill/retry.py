@@ -67,7 +67,8 @@ class Caller:
              stoppable: bool = True, retry_seconds: float | None = None,
              attempts: list | None = None) -> Any:
         """``method(**kw)``, retried. ``stoppable=False``: the final checkpoint flush, which runs
-        after the stop. ``attempts``, when given, gets the number of tries appended."""
+        after the stop. ``attempts``, when given, gets the number of tries appended (also when
+        the last try raised)."""
         attempt = 0
         first_failure = 0.0
         bucket = (self.wcu if write else self.rcu) if charge else None
@@ -84,6 +85,8 @@ class Caller:
                 result = method(**kw) if kw is not None else method()
             except Exception as e:
                 if not retryable(e):
+                    if attempts is not None:  # e.g. a failed condition on the retry of a lost response
+                        attempts.append(attempt + 1)
                     raise
                 now = time.monotonic()
                 if not attempt:

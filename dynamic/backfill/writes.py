@@ -161,7 +161,7 @@ class WritePath:
                     raise
                 counts.wcu += 1.0
                 self.caller.charge(1.0, write=True)
-                ch = self._settle(ch, e.response.get("Item"), counts, resent=len(tries) > 1)
+                ch = self._settle(ch, e.response.get("Item"), counts, resent=bool(tries) and tries[-1] > 1)
                 continue
             units = consumed(resp, write_units(max(item_size(ch.raw), item_size(ch.new_item()))))
             counts.wcu += units

@@ -116,6 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # upstream down: the client sees a dropped connection
             self.close_connection = True
             return
+        if op == "TransactWriteItems":
+            proxy._account(body, data)
         if fault == "lost":  # applied upstream; the reply never reaches the client
             self.close_connection = True
             try:
@@ -158,6 +160,7 @@ class FaultProxy:
         self._rates: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("requests", *FAULTS), 0))
+        self.transactions: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0, "units": 0.0})
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.proxy = self
         self.port = self._server.server_address[1]
@@ -186,6 +189,26 @@ class FaultProxy:
         with self._lock:
             kinds = [fault] if fault else list(FAULTS)
             return sum(c[k] for c in self.counts.values() for k in kinds)
+
+    def _account(self, request: bytes, response: bytes) -> None:
+        """Transactions, told apart: dyn's checkpoint writes (they touch ``checkpoint#`` items)
+        and the rest, with the write units DynamoDB reports (``ReturnConsumedCapacity``)."""
+        kind = "checkpoint" if b"checkpoint#" in request else "other"
+        try:
+            units = sum(float(c.get("CapacityUnits") or 0)
+                        for c in json.loads(response).get("ConsumedCapacity") or [])
+        except ValueError:
+            units = 0.0
+        with self._lock:
+            stats = self.transactions[kind]
+            stats["calls"] += 1
+            stats["units"] += units
+
+    def stats(self) -> dict:
+        """Requests and faults by operation, and transactions by kind (JSON-ready)."""
+        with self._lock:
+            return {"operations": {op: dict(c) for op, c in self.counts.items()},
+                    "transactions": {k: dict(v) for k, v in self.transactions.items()}}
 
     def _decide(self, op: str) -> str | None:
         with self._lock:
@@ -239,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=3600.0, help="stop by itself after this many seconds")
     p.add_argument("--fault", action="append", default=[], metavar="OP:KIND=RATE",
-                   help="e.g. UpdateItem:lost=0.1 (KIND: throttle, error500, lost)")
+                   help="e.g. UpdateItem:lost=0.1 or *:throttle=0.05 (KIND: throttle, error500, lost)")
+    p.add_argument("--stats", metavar="PATH", help="on exit, write request/fault counts as JSON here")
     args = p.parse_args(argv)
     proxy = FaultProxy(args.upstream, latency=args.latency_ms / 1000, seed=args.seed, port=args.port,
                        lifetime=args.lifetime)
@@ -259,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     print(proxy.url, flush=True)
     done.wait(args.lifetime)
     proxy.close()
+    if args.stats:
+        with open(args.stats, "w") as f:
+            json.dump(proxy.stats(), f)
     return 0
 
 
