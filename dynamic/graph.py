@@ -356,6 +356,12 @@ class RevisionGraph:
             return None
         return self.resolve_id(ident)
 
+    def _name(self, rev: str) -> str:
+        """How advice names the branch starting at ``rev``: its own label if it declares one
+        (``label@...`` then means exactly ``rev@...``), else its id."""
+        labels = self.revisions[rev].branch_labels
+        return labels[0] if labels else rev
+
     def _single_head(self) -> tuple[str, ...]:
         if len(self._heads) > 1:
             raise MultipleHeads(
@@ -439,7 +445,7 @@ class RevisionGraph:
         if len(cur) > 1:
             raise GraphError(
                 f"cannot go {target} from several heads ({_ids(cur)}): name the branch, e.g. "
-                + " or ".join(f"`{h}@{target}`" for h in cur[:2])
+                + " or ".join(f"`{self._name(h)}@{target}`" for h in cur[:2])
             )
         if sign == "+":
             return self._walk_up(cur[0] if cur else None, n, target)
@@ -468,7 +474,7 @@ class RevisionGraph:
                 rest = target.rpartition("@")[2]
                 raise GraphError(
                     f"cannot go {target} from '{shown}': {where} ({_ids(nxt)}): name the branch, e.g. "
-                    + " or ".join(f"`{c}@{rest}`" for c in nxt[:2])
+                    + " or ".join(f"`{self._name(c)}@{rest}`" for c in nxt[:2])
                 )
             pos = nxt[0]
         return (pos,) if pos is not None else ()
@@ -590,7 +596,7 @@ class RevisionGraph:
         if len(tips) > 1:
             raise GraphError(
                 f"cannot go {target}: branch '{name}' has several applied heads ({_ids(tips)}): name one, e.g. "
-                + " or ".join(f"`{t}@{where}`" for t in tips[:2])
+                + " or ".join(f"`{self._name(t)}@{where}`" for t in tips[:2])
             )
         n = int(where[1:])
         if where[0] == "+":

@@ -142,8 +142,8 @@ def test_branch_relative_forms(proj):
     assert data(p) == ({"a000aaaa"}, 0)
     # on a fork, base+2 must say which way; the form its error suggests works
     r = p.dyn("upgrade", "base+2", check=False)
-    assert r.exit_code == 1 and "`fa01fa01@base+2`" in r.stderr
-    assert moved(p, "upgrade", "fa01fa01@base+2") == ([("fa01fa01", "up")], ["fa01fa01"])
+    assert r.exit_code == 1 and "`feature_a@base+2`" in r.stderr
+    assert moved(p, "upgrade", "feature_a@base+2") == ([("fa01fa01", "up")], ["fa01fa01"])
 
 
 def test_minus_one_from_two_heads_names_a_branch_that_works(proj):
@@ -153,7 +153,7 @@ def test_minus_one_from_two_heads_names_a_branch_that_works(proj):
     assert r.exit_code == 1
     assert r.stderr.strip() == (
         "error: cannot go -1 from several heads (fa02fa02, fb02fb02): name the branch, e.g. "
-        "`fa02fa02@-1` or `fb02fb02@-1`")
+        "`fa02fa02@-1` or `fb02fb02@-1`")  # neither declares a label
     assert moved(p, "downgrade", "fb02fb02@-1") == ([("fb02fb02", "down")], ["fa02fa02", "fb01fb01"])
     assert data(p) == ({"a000aaaa", "fa01fa01", "fa02fa02", "fb01fb01"}, 0)
 
@@ -171,7 +171,7 @@ BAD = {
     "base+99": (("upgrade", "feature_b@base+99"), "cannot go feature_b@base+99 from 'base': only 3 revisions above it"),
     "base+99 at a fork": (("upgrade", "base+99"),
                           "cannot go base+99 from 'base': 'a000aaaa' is a branch point (fa01fa01, fb01fb01):"
-                          " name the branch, e.g. `fa01fa01@base+99` or `fb01fb01@base+99`"),
+                          " name the branch, e.g. `feature_a@base+99` or `feature_b@base+99`"),
     "base-1": (("downgrade", "base-1"), "cannot go base-1: nothing is below base"),
     "not on the branch": (("downgrade", "feature_b@fa01fa01"),
                           "revision 'fa01fa01' is not on branch 'feature_b':"

@@ -322,22 +322,22 @@ def test_relative_with_several_current_heads():
     assert removed(G, ["x3", "y2"], "x3@-1") == ({"x3"}, ("x2", "y2"))
     assert removed(G, ["x3", "y2"], "y2@-1") == ({"y2"}, ("x3", "y1"))
     msg = raises(GraphError, G.resolve, "+1", ["x1", "y1"])
-    assert "(x1, y1)" in msg and "`x1@+1` or `y1@+1`" in msg
-    assert G.resolve("x1@+1", ["x1", "y1"]) == ("x2",)
-    assert G.resolve("y1@+1", ["x1", "y1"]) == ("y2",)
+    assert "(x1, y1)" in msg and "`xb@+1` or `yb@+1`" in msg  # x1, y1 carry those labels
+    assert G.resolve("xb@+1", ["x1", "y1"]) == ("x2",)
+    assert G.resolve("yb@+1", ["x1", "y1"]) == ("y2",)
 
 
 def test_relative_up_at_branch_point_or_several_bases():
     G = g(*FORK)
     msg = raises(GraphError, G.resolve, "+1", ["r"])
-    assert msg == "cannot go +1 from 'r': 'r' is a branch point (x1, y1): name the branch, e.g. `x1@+1` or `y1@+1`"
-    assert G.resolve("x1@+1", ["r"]) == ("x1",) and G.resolve("y1@+1", ["r"]) == ("y1",)
+    assert msg == "cannot go +1 from 'r': 'r' is a branch point (x1, y1): name the branch, e.g. `xb@+1` or `yb@+1`"
+    assert G.resolve("xb@+1", ["r"]) == ("x1",) and G.resolve("yb@+1", ["r"]) == ("y1",)
     msg = raises(GraphError, G.resolve, "r+2")
-    assert "`x1@r+2` or `y1@r+2`" in msg
-    assert G.resolve("x1@r+2") == ("x2",)
+    assert "`xb@r+2` or `yb@r+2`" in msg
+    assert G.resolve("xb@r+2") == ("x2",)
     msg = raises(GraphError, g(*TWO_BASES).resolve, "+1")
-    assert "several bases (a1, n1)" in msg and "`a1@+1` or `n1@+1`" in msg
-    assert g(*TWO_BASES).resolve("n1@+1") == ("n1",)
+    assert "several bases (a1, n1)" in msg and "`a1@+1` or `net@+1`" in msg
+    assert g(*TWO_BASES).resolve("net@+1") == ("n1",) and g(*TWO_BASES).resolve("a1@+1") == ("a1",)
 
 
 def test_relative_to_unknown_current():
@@ -616,7 +616,7 @@ def test_upgrade_agrees_with_alembic(case):
 
 def test_ambiguous_relative_upgrade_is_refused_like_alembic():
     msg = raises(GraphError, g(*BRANCHED).resolve, "+1", ["c1", "c2"])
-    assert "several heads (c1, c2)" in msg and "`c1@+1`" in msg
+    assert "several heads (c1, c2)" in msg and "`c1branch@+1` or `c2branch@+1`" in msg
 
 
 # -- stamp ---------------------------------------------------------------------------------------
