@@ -445,7 +445,7 @@ class RevisionGraph:
         if len(cur) > 1:
             raise GraphError(
                 f"cannot go {target} from several heads ({_ids(cur)}): name the branch, e.g. "
-                + " or ".join(f"`{self._name(h)}@{target}`" for h in cur[:2])
+                + " or ".join(f"`{self._name(h)}@{target}`" for h in cur)
             )
         if sign == "+":
             return self._walk_up(cur[0] if cur else None, n, target)
@@ -474,7 +474,7 @@ class RevisionGraph:
                 rest = target.rpartition("@")[2]
                 raise GraphError(
                     f"cannot go {target} from '{shown}': {where} ({_ids(nxt)}): name the branch, e.g. "
-                    + " or ".join(f"`{self._name(c)}@{rest}`" for c in nxt[:2])
+                    + " or ".join(f"`{self._name(c)}@{rest}`" for c in nxt)
                 )
             pos = nxt[0]
         return (pos,) if pos is not None else ()
@@ -596,7 +596,7 @@ class RevisionGraph:
         if len(tips) > 1:
             raise GraphError(
                 f"cannot go {target}: branch '{name}' has several applied heads ({_ids(tips)}): name one, e.g. "
-                + " or ".join(f"`{self._name(t)}@{where}`" for t in tips[:2])
+                + " or ".join(f"`{self._name(t)}@{where}`" for t in tips)
             )
         n = int(where[1:])
         if where[0] == "+":

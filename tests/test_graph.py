@@ -327,6 +327,13 @@ def test_relative_with_several_current_heads():
     assert G.resolve("yb@+1", ["x1", "y1"]) == ("y2",)
 
 
+def test_relative_from_three_heads_names_each():
+    G = g("r", "a:r", "b:r", "c:r")
+    msg = raises(GraphError, G.resolve, "-1", ["a", "b", "c"])
+    assert msg.endswith("e.g. `a@-1` or `b@-1` or `c@-1`")
+    assert removed(G, ["a", "b", "c"], "c@-1") == ({"c"}, ("a", "b"))
+
+
 def test_relative_up_at_branch_point_or_several_bases():
     G = g(*FORK)
     msg = raises(GraphError, G.resolve, "+1", ["r"])
