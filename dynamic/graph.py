@@ -11,6 +11,9 @@ Vocabulary (as in Alembic):
   stays the head of its own branch.
 - A *state* is a set of heads; the applied set is its :meth:`RevisionGraph.closure`. The
   empty tuple is ``base`` (nothing applied).
+- A downgrade to a target removes what is above it on a ``down_revision`` line, and what
+  depends on something removed; nothing else (Alembic's rule). A ``NAME@`` target
+  (:class:`Target` with a branch) limits those lines to one branch.
 
 Every ordering is deterministic: revisions get a fixed position from one topological sort
 (oldest first, finishing a line of revisions before starting a sibling, ties by id), and
