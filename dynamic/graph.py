@@ -636,11 +636,11 @@ class RevisionGraph:
         outside = lines - members
         if outside:
             floor = self._layer_below((lowest,))
-            floor_text = f"its branch point {_ids(floor)}" if floor else "base"
+            start = f"above {_ids(floor)}" if floor else "at base"
             to = _ids(target) if target else "base"
             plain = f"; `dyn downgrade {to}` takes every branch down to {to}" if len(target) <= 1 else ""
             raise GraphError(
-                f"branch '{branch}' goes down only to {floor_text}: going to {to} would also remove"
+                f"branch '{branch}' starts {start}: going to {to} would also remove"
                 f" {_ids(self._sorted(outside))}, which are not on it; use `{branch}@base` to take"
                 f" the branch down{plain}"
             )

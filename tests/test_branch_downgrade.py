@@ -160,7 +160,7 @@ def test_minus_one_from_two_heads_names_a_branch_that_works(proj):
 
 BAD = {
     "past the branch point": (("downgrade", "feature_b@-2"),
-                              "branch 'feature_b' goes down only to its branch point a000aaaa: going to base would"
+                              "branch 'feature_b' starts above a000aaaa: going to base would"
                               " also remove a000aaaa, fa01fa01, fa02fa02, which are not on it; use `feature_b@base`"
                               " to take the branch down; `dyn downgrade base` takes every branch down to base"),
     "too far down": (("downgrade", "feature_b@-5"),

@@ -462,7 +462,7 @@ def test_label_downgrade_never_takes_another_line_down():
     assert t.revisions == () and t.branch == "xb"
     msg = raises(GraphError, G.downgrade_plan, cur, t.revisions, branch=t.branch)
     assert msg == (
-        "branch 'xb' goes down only to its branch point r: going to base would also remove r, y1, y2,"
+        "branch 'xb' starts above r: going to base would also remove r, y1, y2,"
         " which are not on it; use `xb@base` to take the branch down; `dyn downgrade base` takes"
         " every branch down to base"
     )
