@@ -215,7 +215,9 @@ def branches(ctx: typer.Context, json_: bool = JsonOpt) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    rev_range: Optional[str] = typer.Option(None, "-r", "--rev-range", help="START:END"),
+    rev_range: Optional[str] = typer.Option(
+        None, "-r", "--rev-range",
+        help="START:END, oldest first: base:heads, LABEL@base:heads (one branch), -2:current."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
     applied: bool = typer.Option(False, "--applied", help="What was applied to the table, from its records."),
     json_: bool = JsonOpt,

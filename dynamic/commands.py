@@ -225,14 +225,23 @@ def _try_current(project: Project) -> tuple[str, ...] | None:
 
 def history(project: Project, rev_range: str | None = None, *, verbose: bool = False,
             with_current: bool = True) -> list[dict]:
-    """Revisions newest first; ``rev_range`` is ``START:END`` (either side may be empty)."""
+    """Revisions newest first; ``rev_range`` is ``START:END`` (either side may be empty, e.g.
+    ``base:heads``, ``label@base:heads`` for one branch, ``-2:current``). Relative bounds count
+    from the table's current heads, so they need the table."""
     start = end = None
     if rev_range:
         if ":" not in rev_range:
-            raise UsageError(f"history range {rev_range!r} must look like START:END (e.g. base:head)")
+            raise UsageError(f"history range {rev_range!r} must look like START:END (e.g. base:heads)")
         start, end = (x or None for x in rev_range.split(":", 1))
     current = _try_current(project) if with_current else None
-    revs = project.graph.history(start, end)
+    relative = [x for x in (start, end) if x and project.graph.is_relative(x)]
+    if relative and current is None:
+        table = project.config.table
+        why = f"table {table} could not be read" if table else "no table is configured"
+        raise UsageError(
+            f"history range {rev_range!r} counts from what the table has applied ({relative[0]!r}), "
+            f"but {why}: name revisions instead (`dyn history` lists them)")
+    revs = project.graph.history(start, end, current or ())
     out = []
     for r in revs:
         d = describe(project, r, current or ())

@@ -11,6 +11,9 @@ Vocabulary (as in Alembic):
   stays the head of its own branch.
 - A *state* is a set of heads; the applied set is its :meth:`RevisionGraph.closure`. The
   empty tuple is ``base`` (nothing applied).
+- A downgrade to a target removes what is above it on a ``down_revision`` line, and what
+  depends on something removed; nothing else (Alembic's rule). A ``NAME@`` target
+  (:class:`Target` with a branch) limits those lines to one branch.
 
 Every ordering is deterministic: revisions get a fixed position from one topological sort
 (oldest first, finishing a line of revisions before starting a sibling, ties by id), and
@@ -72,6 +75,16 @@ class Step:
     direction: str  # "up" | "down"
     heads_before: tuple[str, ...]
     heads_after: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target: the revisions it names (``()`` is base) and, for a ``NAME@...``
+    target, the branch as written (a label or a revision id), which limits a downgrade or a
+    stamp to that branch."""
+
+    revisions: tuple[str, ...]
+    branch: str | None = None
 
 
 def _ids(ids: Iterable[str]) -> str:
@@ -316,22 +329,41 @@ class RevisionGraph:
 
     # -- identifiers and targets -----------------------------------------------------------
 
+    def _prefix_matches(self, ident: str, limit: int = 6) -> list[str]:
+        i = bisect_left(self._sorted_ids, ident)
+        matches = []
+        while i < len(self._sorted_ids) and self._sorted_ids[i].startswith(ident) and len(matches) < limit:
+            matches.append(self._sorted_ids[i])
+            i += 1
+        return matches
+
     def resolve_id(self, ident: str) -> str:
         """A full revision id, or a unique prefix of at least 4 characters."""
         if ident in self.revisions:
             return ident
-        i = bisect_left(self._sorted_ids, ident)
-        matches = []
-        while i < len(self._sorted_ids) and self._sorted_ids[i].startswith(ident) and len(matches) < 6:
-            matches.append(self._sorted_ids[i])
-            i += 1
-        if ident and len(matches) == 1 and len(ident) >= MIN_PREFIX:
+        matches = self._prefix_matches(ident) if ident else []
+        if len(matches) == 1 and len(ident) >= MIN_PREFIX:
             return matches[0]
-        if ident and len(matches) > 1 and len(ident) >= MIN_PREFIX:
+        if len(matches) > 1 and len(ident) >= MIN_PREFIX:
             shown = _ids(matches[:5]) + (", ..." if len(matches) > 5 else "")
             raise UnknownRevision(f"ambiguous revision '{ident}' matches {shown}: give more characters")
-        hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if ident and matches else ""
+        hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if matches else ""
         raise UnknownRevision(f"unknown revision '{ident}'{hint}: run `dyn history` to list revisions")
+
+    def _lookup(self, ident: str) -> str | None:
+        """Like :meth:`resolve_id`, but None when nothing starts with ``ident`` (so the caller
+        can try another reading); an ambiguous or too short prefix is still an error."""
+        if ident in self.revisions:
+            return ident
+        if not ident or not self._prefix_matches(ident, 1):
+            return None
+        return self.resolve_id(ident)
+
+    def _name(self, rev: str) -> str:
+        """How advice names the branch starting at ``rev``: its own label if it declares one
+        (``label@...`` then means exactly ``rev@...``), else its id."""
+        labels = self.revisions[rev].branch_labels
+        return labels[0] if labels else rev
 
     def _single_head(self) -> tuple[str, ...]:
         if len(self._heads) > 1:
@@ -345,10 +377,35 @@ class RevisionGraph:
         self.check_known(current)
         return self.heads_of(self.closure(current))
 
+    @staticmethod
+    def is_relative(target: str) -> bool:
+        """Whether ``target`` means something only against the table's current heads
+        (``current``, ``+N``, ``-N``, ``label@+N``, ``label@-N``)."""
+        where = target.strip().rpartition("@")[2]
+        return where == "current" or bool(_RELATIVE.fullmatch(where))
+
     def resolve(self, target: str, current: Sequence[str] = ()) -> tuple[str, ...]:
-        """The set of heads a target names; () is base. ``current`` is the table's heads,
+        """The revisions a target names; () is base. ``current`` is the table's heads,
         needed for relative targets (+N, -N, label@+N, label@-N, current)."""
+        return self.resolve_target(target, current).revisions
+
+    def resolve_target(self, target: str, current: Sequence[str] = ()) -> Target:
+        """Parse and resolve a target. The grammar:
+
+        ``head``, ``heads``, ``base``, ``current``, ``+N``/``-N`` (from the current heads),
+        a revision id or a unique prefix, ``REV+N``/``REV-N``, ``head-N``, ``base+N``, a bare
+        branch label (= ``label@head``), and ``NAME@WHERE`` where NAME is a label or a revision
+        and WHERE is ``head``, ``heads``, ``base``, ``+N``/``-N`` (from the branch's applied
+        tip), ``head-N``, ``base+N``, ``REV`` or ``REV±N`` (a revision of that branch).
+        A ``NAME@`` target carries the branch, so a downgrade to it takes only that branch
+        down (see :meth:`downgrade_plan`)."""
         target = target.strip()
+        if "@" in target:
+            name, _, where = target.partition("@")
+            return Target(self._resolve_branch(name, where, target, current), name)
+        return Target(self._resolve_plain(target, current))
+
+    def _resolve_plain(self, target: str, current: Sequence[str]) -> tuple[str, ...]:
         if target == "heads":
             return self._heads
         if target == "head":
@@ -360,8 +417,6 @@ class RevisionGraph:
         m = _RELATIVE.fullmatch(target)
         if m:
             return self._relative_to_current(target, m.group(1), int(m.group(2)), current)
-        if "@" in target:
-            return self._resolve_branch(target, current)
         if target in self.revisions:
             return (target,)
         if target in self._labels:
@@ -372,15 +427,19 @@ class RevisionGraph:
             m = _REV_RELATIVE.fullmatch(target)
             if not m:
                 raise
-            if m.group(1) == "head" and self._heads:
+            sym, sign, n = m.group(1), m.group(2), int(m.group(3))
+            if sym == "base":
+                if sign == "-":
+                    raise GraphError(f"cannot go {target}: nothing is below base") from None
+                return self._walk_up(None, n, target)
+            if sym == "head" and self._heads:
                 start = self._single_head()[0]
             else:
                 try:
-                    start = self.resolve_id(m.group(1))
+                    start = self.resolve_id(sym)
                 except UnknownRevision:
                     raise err from None
-            n = int(m.group(3))
-            if m.group(2) == "+":
+            if sign == "+":
                 return self._walk_up(start, n, target)
             return self._walk_down((start,), n, start, target)
 
@@ -388,8 +447,8 @@ class RevisionGraph:
         cur = self._current(current)
         if len(cur) > 1:
             raise GraphError(
-                f"cannot go {target} from several heads ({_ids(cur)}):"
-                f" name a revision or use `label@{target}`"
+                f"cannot go {target} from several heads ({_ids(cur)}): name the branch, e.g. "
+                + " or ".join(f"`{self._name(h)}@{target}`" for h in cur)
             )
         if sign == "+":
             return self._walk_up(cur[0] if cur else None, n, target)
@@ -400,21 +459,25 @@ class RevisionGraph:
         return self._walk_down(cur, n, cur[0], target)
 
     def _walk_up(
-        self, start: str | None, n: int, target: str, first: Sequence[str] | None = None
+        self, start: str | None, n: int, target: str, within: set[str] | None = None
     ) -> tuple[str, ...]:
-        """``n`` steps up the children from ``start`` (None = below ``first``, default the bases)."""
+        """``n`` steps up the children from ``start`` (None = from base), staying ``within``
+        a branch's lineage when given; a fork on the way is an error naming both ways."""
         shown = start or "base"
         pos = start
         for i in range(n):
-            nxt = self._children[pos] if pos is not None else (self._bases if first is None else first)
+            nxt = self._children[pos] if pos is not None else list(self._bases)
+            if within is not None:
+                nxt = [c for c in nxt if c in within]
             if not nxt:
                 above = "nothing above it" if i == 0 else f"only {i} revision{'s' * (i > 1)} above it"
                 raise GraphError(f"cannot go {target} from '{shown}': {above}")
             if len(nxt) > 1:
                 where = f"'{pos}' is a branch point" if pos else "there are several bases"
+                rest = target.rpartition("@")[2]
                 raise GraphError(
-                    f"cannot go {target} from '{shown}': {where} ({_ids(nxt)}):"
-                    " name a revision or use `label@+N`"
+                    f"cannot go {target} from '{shown}': {where} ({_ids(nxt)}): name the branch, e.g. "
+                    + " or ".join(f"`{self._name(c)}@{rest}`" for c in nxt)
                 )
             pos = nxt[0]
         return (pos,) if pos is not None else ()
@@ -435,7 +498,7 @@ class RevisionGraph:
             pos = self._layer_below(pos)
         return pos
 
-    # -- branches (label@...) --------------------------------------------------------------
+    # -- branches (NAME@...) ---------------------------------------------------------------
 
     def _branch_root(self, name: str) -> str:
         if name in self._labels:
@@ -449,7 +512,7 @@ class RevisionGraph:
             ) from None
 
     def _branch_members(self, root: str) -> tuple[set[str], str]:
-        """A label names its revision, all its descendants, and its ancestors down to the
+        """A branch is its named revision, all its descendants, and its ancestors down to the
         previous branch point or merge (as in Alembic). Returns (members, lowest member)."""
         members = self._walk([root], self._children, True)
         node = root
@@ -461,59 +524,127 @@ class RevisionGraph:
             node = p
         return members, node
 
+    def _lineage(self, root: str) -> set[str]:
+        """The members of ``root``'s branch and everything structurally below it: where a
+        ``NAME@`` walk may go, and which revisions a ``NAME@REV`` may name."""
+        members, _ = self._branch_members(root)
+        return members | self._walk([root], self._parents, True)
+
+    def _branch_heads(self, root: str) -> tuple[str, ...]:
+        return self._sorted(h for h in self._walk([root], self._children, True) if not self._children[h])
+
     def _branch_head(self, name: str, root: str) -> tuple[str, ...]:
-        heads = self._sorted(h for h in self._walk([root], self._children, True) if not self._children[h])
+        heads = self._branch_heads(root)
         if len(heads) > 1:
             raise MultipleHeads(
-                f"branch '{name}' has multiple heads ({_ids(heads)}): use a revision id,"
+                f"branch '{name}' has multiple heads ({_ids(heads)}): use `{name}@heads` or a revision id,"
                 " or join them with `dyn merge`"
             )
         return heads
 
-    def _resolve_branch(self, target: str, current: Sequence[str]) -> tuple[str, ...]:
-        name, _, where = target.partition("@")
+    def _on_branch(self, rev: str, name: str, lineage: set[str]) -> str:
+        if rev not in lineage:
+            raise GraphError(
+                f"revision '{rev}' is not on branch '{name}': run `dyn history -r {name}@base:heads`"
+                " to list that branch"
+            )
+        return rev
+
+    def _resolve_branch(self, name: str, where: str, target: str, current: Sequence[str]) -> tuple[str, ...]:
         root = self._branch_root(name)
         if where == "head":
             return self._branch_head(name, root)
-        m = _RELATIVE.fullmatch(where)
-        if where != "base" and not m:
-            raise GraphError(f"cannot read target '{target}': after '@' use head, base, +N or -N")
+        if where == "heads":
+            return self._branch_heads(root)
         members, lowest = self._branch_members(root)
         if where == "base":
-            result = self._parents[lowest]
+            # the layer below the branch (a merge's parents, less any below another one)
+            return self._layer_below((lowest,))
+        lineage = self._lineage(root)
+        m = _RELATIVE.fullmatch(where)
+        if m:
+            return self._branch_relative(name, where, target, current, members, lineage)
+        rev = self._lookup(where)
+        if rev is not None:
+            return (self._on_branch(rev, name, lineage),)
+        m = _REV_RELATIVE.fullmatch(where)
+        if not m:
+            raise GraphError(
+                f"cannot read target '{target}': after '@' use head, heads, base, +N, -N, head-N,"
+                " base+N or a revision of the branch"
+            )
+        sym, sign, n = m.group(1), m.group(2), int(m.group(3))
+        if sym == "base":
+            if sign == "-":
+                raise GraphError(f"cannot go {target}: nothing is below base")
+            return self._walk_up(None, n, target, within=lineage)
+        if sym == "head":
+            start = self._branch_head(name, root)[0]
         else:
-            cur = self._current(current)
-            at = [h for h in cur if h in members]
-            n = int(m.group(2))
-            if len(at) > 1:
-                raise GraphError(
-                    f"cannot go {target}: branch '{name}' has several applied heads ({_ids(at)}):"
-                    " name a revision"
-                )
-            if m.group(1) == "+":
-                return self._walk_up(at[0] if at else None, n, target, first=(lowest,))
-            if not at:
-                raise GraphError(f"cannot go {target}: no revision of branch '{name}' is applied")
-            result = self._walk_down(at, n, at[0], target)
-        # Downgrading to the result must only take this branch down, not its neighbours.
-        if current:
-            applied = self.closure(self._current(current))
-            if all(t in applied for t in result):
-                outside = self._removal(applied, result) - members
-                if outside:
-                    raise GraphError(
-                        f"'{target}' would also remove revisions outside branch '{name}'"
-                        f" ({_ids(self._sorted(outside))}): downgrade to a revision id instead"
-                    )
-        return result
+            start = self._lookup(sym)
+            if start is None:
+                raise UnknownRevision(f"unknown revision '{sym}' in '{target}': run `dyn history` to list revisions")
+            self._on_branch(start, name, lineage)
+        if sign == "+":
+            return self._walk_up(start, n, target, within=lineage)
+        return self._walk_down((start,), n, start, target)
+
+    def _branch_relative(
+        self, name: str, where: str, target: str, current: Sequence[str], members: set[str], lineage: set[str]
+    ) -> tuple[str, ...]:
+        """``NAME@+N`` / ``NAME@-N``: from the branch's applied tip (the highest applied revision
+        of its lineage; nothing applied on it = from base)."""
+        applied = self.closure(self._current(current))
+        tips = self.heads_of(applied & lineage)
+        if len(tips) > 1:
+            raise GraphError(
+                f"cannot go {target}: branch '{name}' has several applied heads ({_ids(tips)}): name one, e.g. "
+                + " or ".join(f"`{self._name(t)}@{where}`" for t in tips)
+            )
+        n = int(where[1:])
+        if where[0] == "+":
+            return self._walk_up(tips[0] if tips else None, n, target, within=lineage)
+        if not set(tips) & members:
+            raise GraphError(f"cannot go {target}: no revision of branch '{name}' is applied")
+        return self._walk_down(tips, n, tips[0], target)
 
     # -- plans -----------------------------------------------------------------------------
 
-    def _removal(self, applied: set[str], target: Sequence[str]) -> set[str]:
-        if not target:
-            return set(applied)
-        above = self._walk(target, self._dependents, include_self=False)
-        return (above & applied) - self.closure(target)
+    def _removal(self, applied: set[str], target: Sequence[str], lineage: set[str] | None) -> tuple[set[str], set[str]]:
+        """What a downgrade to ``target`` removes, as in Alembic: the revisions above a target
+        member on a down_revision line (the lines starting at its children; at base, every
+        line), and whatever depends on a removed one; never what the target itself needs.
+        ``lineage`` limits the lines to one branch. Returns (removed, removed structurally)."""
+        if target:
+            roots = {c for t in target for c in self._children[t]}
+        else:
+            roots = set(self._bases)
+        if lineage is not None:
+            roots &= lineage
+        keep = self.closure(target)
+        removed = (self._walk(roots, self._dependents, True) & applied) - keep
+        lines = (self._walk(roots, self._children, True) & applied) - keep
+        return removed, lines
+
+    def _branch_removal(self, applied: set[str], target: Sequence[str], branch: str) -> set[str]:
+        """The removal of a ``NAME@`` downgrade, refused when it would take a line of another
+        branch down (a target below the branch's own base). Revisions of other branches that
+        *depend on* the removed ones go too: they cannot stay without them."""
+        root = self._branch_root(branch)
+        members, lowest = self._branch_members(root)
+        removed, lines = self._removal(applied, target, self._lineage(root))
+        outside = lines - members
+        if outside:
+            floor = self._layer_below((lowest,))
+            start = f"above {_ids(floor)}" if floor else "at base"
+            to = _ids(target) if target else "base"
+            plain = f"; `dyn downgrade {to}` takes every branch down to {to}" if len(target) <= 1 else ""
+            raise GraphError(
+                f"branch '{branch}' starts {start}: going to {to} would also remove"
+                f" {_ids(self._sorted(outside))}, which are not on it; use `{branch}@base` to take"
+                f" the branch down{plain}"
+            )
+        return removed
 
     def upgrade_plan(self, current: Sequence[str], target: Sequence[str]) -> list[Step]:
         """Steps that take the table from ``current`` heads to include ``target``, parents and
@@ -529,22 +660,32 @@ class RevisionGraph:
             steps.append(Step(self.revisions[r], "up", before, self._sorted(heads)))
         return steps
 
-    def downgrade_plan(self, current: Sequence[str], target: Sequence[str]) -> list[Step]:
-        """Steps that take the table from ``current`` down to ``target``, children first.
-        ``()`` removes everything; otherwise only what sits above a target member is removed,
-        and other branches stay as they are."""
-        cur = self._current(current)
-        applied = self.closure(cur)
-        target = tuple(self.get(t).revision for t in target)
+    def _check_downgrade_target(self, cur: tuple[str, ...], applied: set[str], target: tuple[str, ...]) -> None:
         if target and not applied:
             raise GraphError(f"nothing to downgrade: the table is at base (target: {_ids(target)})")
         for t in target:
             if t not in applied:
                 raise GraphError(
                     f"cannot downgrade to '{t}': it is not applied (current: {_ids(cur)});"
-                    " use `dyn upgrade` to go up"
+                    f" run `dyn upgrade {t}` to go up"
                 )
-        remove = self._removal(applied, target)
+
+    def downgrade_plan(
+        self, current: Sequence[str], target: Sequence[str], *, branch: str | None = None
+    ) -> list[Step]:
+        """Steps that take the table from ``current`` down to ``target``, children first.
+        ``()`` removes everything; otherwise a revision is removed only if it is above a target
+        member on a down_revision line, or depends on a removed one: other branches, and
+        revisions that merely depend on the target, stay. With ``branch`` (a ``NAME@`` target)
+        only that branch's lines are taken down."""
+        cur = self._current(current)
+        applied = self.closure(cur)
+        target = tuple(self.get(t).revision for t in target)
+        self._check_downgrade_target(cur, applied, target)
+        if branch is None:
+            remove, _ = self._removal(applied, target, None)
+        else:
+            remove = self._branch_removal(applied, target, branch)
         heads = set(cur)
         steps = []
         for r in sorted(remove, key=self._pos.__getitem__, reverse=True):
@@ -557,21 +698,53 @@ class RevisionGraph:
             steps.append(Step(self.revisions[r], "down", before, self._sorted(heads)))
         return steps
 
+    def stamp_heads(self, current: Sequence[str], target: Sequence[str], *, branch: str | None = None) -> tuple[str, ...]:
+        """The heads ``dyn stamp`` records. A plain target is the new state as it stands; a
+        ``NAME@`` target moves only that branch (as in Alembic): down by the same removal a
+        downgrade would make, or up by adding the target, and other branches keep their heads."""
+        target = tuple(self.get(t).revision for t in target)
+        if branch is None:
+            return target
+        applied = self.closure(self._current(current))
+        if all(t in applied for t in target):
+            return self.heads_of(applied - self._branch_removal(applied, target, branch))
+        return self.heads_of(applied | self.closure(target))
+
     # -- listing ---------------------------------------------------------------------------
 
     def history(
         self, start: str | None = None, end: str | None = None, current: Sequence[str] = ()
     ) -> list[Revision]:
         """Revisions newest first; ``start``/``end`` bound the range ``start:end`` inclusive
-        (descendants of start that are ancestors of end). Either may be None."""
+        (descendants of start that are ancestors of end). Either may be None. A ``NAME@`` bound
+        keeps the listing to that branch's line; relative bounds count from ``current``. An
+        inverted range (end below start), or one with nothing between, is an error."""
         keep: set[str] | None = None
+        s: tuple[str, ...] = ()
+        e: tuple[str, ...] | None = None
         if start:
-            s = self.resolve(start, current)
-            if s:
-                keep = self._walk(s, self._dependents, True)
+            t = self.resolve_target(start, current)
+            s = t.revisions
+            keep = self._walk(s, self._dependents, True) if s else set(self.revisions)
+            if t.branch:
+                keep &= self._lineage(self._branch_root(t.branch))
         if end:
-            e = self.resolve(end, current)
+            t = self.resolve_target(end, current)
+            e = t.revisions
             anc = self.closure(e)
+            if t.branch:
+                anc &= self._lineage(self._branch_root(t.branch))
             keep = anc if keep is None else keep & anc
+        if s and e is not None and not keep:
+            rng = f"{start}:{end}"
+            if not e or any(x in self.closure(s) for x in e):
+                raise GraphError(
+                    f"history range '{rng}' is inverted: {end} is below {start}; put the older one"
+                    f" first: `dyn history -r {end}:{start}`"
+                )
+            raise GraphError(
+                f"history range '{rng}' is empty: {end} is not above {start} (they are on different"
+                " branches): run `dyn history` to see every revision"
+            )
         ids = reversed(list(self.revisions))
         return [self.revisions[r] for r in ids if keep is None or r in keep]

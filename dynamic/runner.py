@@ -21,7 +21,7 @@ from . import lock as locklib
 from .dynamo import TableInfo
 from . import backup as backups
 from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError
-from .graph import RevisionGraph, Step
+from .graph import RevisionGraph, Step, Target
 from .operations import Operations, OpSettings
 from .scripts import ScriptDirectory
 from .store import Store, StoreCheckpoints
@@ -152,25 +152,26 @@ class Runner:
         self.graph.check_known(record.heads)
         return record
 
-    def plan(self, command: str, target: str) -> tuple[Any, tuple[str, ...], list[Step]]:
+    def plan(self, command: str, target: str) -> tuple[Any, Target, list[Step]]:
         """Resolve ``target`` against the table's current heads and plan the steps."""
         record = self._read()
         resolved = self._resolve(command, target, record.heads)
         return record, resolved, self._plan(command, record.heads, resolved)
 
-    def _resolve(self, command: str, target: str, heads: tuple[str, ...]) -> tuple[str, ...]:
+    def _resolve(self, command: str, target: str, heads: tuple[str, ...]) -> Target:
         if command == "downgrade" and target.startswith("+"):
             raise GraphError(f"downgrade target {target!r} points up: use `dyn upgrade {target}`")
         if command == "upgrade" and target.startswith("-"):
             raise GraphError(f"upgrade target {target!r} points down: use `dyn downgrade {target}`")
         if command == "downgrade" and target.lstrip("-").isdigit() and not heads:
             raise GraphError(f"cannot downgrade {target}: nothing is applied (the table is at base)")
-        return tuple(self.graph.resolve(target, heads))
+        return self.graph.resolve_target(target, heads)
 
-    def _plan(self, command: str, heads: tuple[str, ...], target: tuple[str, ...]) -> list[Step]:
+    def _plan(self, command: str, heads: tuple[str, ...], target: Target) -> list[Step]:
         if command == "upgrade":
-            return self.graph.upgrade_plan(heads, target)
-        return self.graph.downgrade_plan(heads, target)
+            return self.graph.upgrade_plan(heads, target.revisions)
+        # a NAME@ target takes only that branch down
+        return self.graph.downgrade_plan(heads, target.revisions, branch=target.branch)
 
     # ---- running ----------------------------------------------------------------------
     def upgrade(self, target: str = "head") -> RunResult:
@@ -200,11 +201,11 @@ class Runner:
             backups.require_pitr(self.client, self.table.name)
         if self.options.dry_run:
             results = [self._dry_step(s) for s in steps]
-            return RunResult(command, resolved, record.heads,
+            return RunResult(command, resolved.revisions, record.heads,
                              steps[-1].heads_after if steps else record.heads,
                              results, True, time.monotonic() - t0, warnings)
         if not steps and not record.dirty:
-            return RunResult(command, resolved, record.heads, record.heads, [], False,
+            return RunResult(command, resolved.revisions, record.heads, record.heads, [], False,
                              time.monotonic() - t0, warnings)
         lease = locklib.acquire(
             self.store,
@@ -232,13 +233,13 @@ class Runner:
                 counter += 1
                 heads = step.heads_after
                 dirty = None
-        return RunResult(command, resolved, heads_before, heads, results, False,
+        return RunResult(command, resolved.revisions, heads_before, heads, results, False,
                          time.monotonic() - t0, warnings)
 
-    def _plan_after_wait(self, command: str, heads: tuple[str, ...], target: tuple[str, ...]) -> list[Step]:
+    def _plan_after_wait(self, command: str, heads: tuple[str, ...], target: Target) -> list[Step]:
         if command == "downgrade":
             applied = self.graph.closure(heads)
-            if not set(target) <= applied and applied <= self.graph.closure(target):
+            if not set(target.revisions) <= applied and applied <= self.graph.closure(target.revisions):
                 return []  # someone already went at least as far down
         return self._plan(command, heads, target)
 
@@ -370,7 +371,9 @@ class Runner:
         self.store.check_format(record)
         if not purge:
             self.graph.check_known(record.heads)
-        resolved = tuple(self.graph.resolve(target, () if purge else record.heads))
+        heads = () if purge else record.heads
+        t = self.graph.resolve_target(target, heads)
+        resolved = self.graph.stamp_heads(heads, t.revisions, branch=t.branch)  # NAME@: that branch only
         if self.options.dry_run:
             return RunResult("stamp", resolved, record.heads, resolved, [], True, 0.0, [])
         lease = locklib.acquire(self.store, lease_seconds=self.options.lease_seconds,

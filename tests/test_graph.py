@@ -48,6 +48,28 @@ def assert_chained(steps: list[Step], start: tuple[str, ...], end: tuple[str, ..
     assert heads == end
 
 
+def removed(G: RevisionGraph, current, target: str) -> tuple[set[str], tuple[str, ...]]:
+    """What ``dyn downgrade TARGET`` removes from ``current`` (a set), and the heads after;
+    the steps are checked to chain and to end at the heads of what is left."""
+    t = G.resolve_target(target, current)
+    steps = G.downgrade_plan(current, t.revisions, branch=t.branch)
+    start = G.heads_of(G.closure(current))
+    end = steps[-1].heads_after if steps else start
+    assert_chained(steps, start, end)
+    gone = set(ids(steps))
+    assert end == G.heads_of(G.closure(current) - gone)
+    return gone, end
+
+
+def applied(G: RevisionGraph, current, target: str) -> tuple[set[str], tuple[str, ...]]:
+    """What ``dyn upgrade TARGET`` applies from ``current`` (a set), and the heads after."""
+    steps = G.upgrade_plan(current, G.resolve(target, current))
+    start = G.heads_of(G.closure(current))
+    end = steps[-1].heads_after if steps else start
+    assert_chained(steps, start, end)
+    return set(ids(steps)), end
+
+
 LINEAR = ("a", "b:a", "c:b", "d:c")
 DIAMOND = ("a", "b:a", "c:b", "d:b", "m:c,d")
 # two long-lived branches off a root: x1-x3 and y1-y2
@@ -295,16 +317,34 @@ def test_relative_down():
 def test_relative_with_several_current_heads():
     G = g(*FORK)
     msg = raises(GraphError, G.resolve, "-1", ["x3", "y2"])
-    assert "x3, y2" in msg and "label@-1" in msg
+    assert msg == "cannot go -1 from several heads (x3, y2): name the branch, e.g. `x3@-1` or `y2@-1`"
+    # the advice works: each takes exactly its own head down
+    assert removed(G, ["x3", "y2"], "x3@-1") == ({"x3"}, ("x2", "y2"))
+    assert removed(G, ["x3", "y2"], "y2@-1") == ({"y2"}, ("x3", "y1"))
     msg = raises(GraphError, G.resolve, "+1", ["x1", "y1"])
-    assert "x1, y1" in msg
+    assert "(x1, y1)" in msg and "`xb@+1` or `yb@+1`" in msg  # x1, y1 carry those labels
+    assert G.resolve("xb@+1", ["x1", "y1"]) == ("x2",)
+    assert G.resolve("yb@+1", ["x1", "y1"]) == ("y2",)
+
+
+def test_relative_from_three_heads_names_each():
+    G = g("r", "a:r", "b:r", "c:r")
+    msg = raises(GraphError, G.resolve, "-1", ["a", "b", "c"])
+    assert msg.endswith("e.g. `a@-1` or `b@-1` or `c@-1`")
+    assert removed(G, ["a", "b", "c"], "c@-1") == ({"c"}, ("a", "b"))
 
 
 def test_relative_up_at_branch_point_or_several_bases():
-    msg = raises(GraphError, g(*FORK).resolve, "+1", ["r"])
-    assert "'r' is a branch point (x1, y1)" in msg and "label@+N" in msg
+    G = g(*FORK)
+    msg = raises(GraphError, G.resolve, "+1", ["r"])
+    assert msg == "cannot go +1 from 'r': 'r' is a branch point (x1, y1): name the branch, e.g. `xb@+1` or `yb@+1`"
+    assert G.resolve("xb@+1", ["r"]) == ("x1",) and G.resolve("yb@+1", ["r"]) == ("y1",)
+    msg = raises(GraphError, G.resolve, "r+2")
+    assert "`xb@r+2` or `yb@r+2`" in msg
+    assert G.resolve("xb@r+2") == ("x2",)
     msg = raises(GraphError, g(*TWO_BASES).resolve, "+1")
-    assert "several bases (a1, n1)" in msg
+    assert "several bases (a1, n1)" in msg and "`a1@+1` or `net@+1`" in msg
+    assert g(*TWO_BASES).resolve("net@+1") == ("n1",) and g(*TWO_BASES).resolve("a1@+1") == ("a1",)
 
 
 def test_relative_to_unknown_current():
@@ -351,12 +391,15 @@ def test_label_forms():
     assert G.resolve("yb") == ("y2",)
     assert G.resolve("yb@base", ["y2"]) == ("r",)
     assert G.resolve("xb@+1", ["r"]) == ("x1",)  # nothing of the branch applied yet
+    assert G.resolve("xb@+1", ["y2"]) == ("x1",)  # from the branch point, which y2 implies
     assert G.resolve("xb@+2", ["r"]) == ("x2",)
     assert G.resolve("xb@+1", ["x1", "y2"]) == ("x2",)
     assert G.resolve("xb@-1", ["x3", "y2"]) == ("x2",)
     assert G.resolve("yb@-1", ["x3", "y2"]) == ("y1",)
     assert G.resolve("x1@head") == ("x3",)  # a revision id works as a branch name
-    assert G.resolve("xb@+1", []) == ("x1",)
+    # from base, +1 is one revision: the shared root first (Alembic counts the same way)
+    assert G.resolve("xb@+1", []) == ("r",)
+    assert G.resolve("xb@+2", []) == ("x1",)
 
 
 def test_label_relative_errors():
@@ -370,7 +413,10 @@ def test_label_relative_errors():
     msg = raises(UnknownRevision, G.resolve, "nope@head")
     assert "'nope'" in msg and "xb" in msg
     msg = raises(GraphError, G.resolve, "xb@sideways")
-    assert "'xb@sideways'" in msg
+    assert msg == (
+        "cannot read target 'xb@sideways': after '@' use head, heads, base, +N, -N, head-N,"
+        " base+N or a revision of the branch"
+    )
 
 
 def test_label_with_several_heads():
@@ -379,23 +425,219 @@ def test_label_with_several_heads():
     assert "'lbl'" in msg and "c, d" in msg
 
 
-def test_label_downgrade_never_takes_other_branches_down():
+def test_label_base_takes_only_that_branch_down():
     G = g(*FORK)
-    # xb@base is r, and going down to r would also remove y1 and y2
-    msg = raises(GraphError, G.resolve, "xb@base", ["x3", "y2"])
-    assert "outside branch 'xb'" in msg and "y1, y2" in msg
-    # ... unless they are not applied
-    assert G.resolve("xb@base", ["x3"]) == ("r",)
-    # independent bases: net@base is base, fine only when nothing else is applied
-    G2 = g(*TWO_BASES)
-    assert G2.resolve("net@base", ["n3"]) == ()
-    msg = raises(GraphError, G2.resolve, "net@base", ["a2", "n3"])
-    assert "a1, a2" in msg
-    assert "a1, a2" in raises(GraphError, G2.resolve, "net@-3", ["a2", "n3"])
-    assert G2.resolve("net@-2", ["a2", "n3"]) == ("n1",)
-    # label on an independent base takes in the whole line below it
-    assert G2.resolve("main@base") == ()
-    assert G2.resolve("main@+1", []) == ("a1",)
+    cur = ["x3", "y2"]
+    assert G.resolve("xb@base", cur) == ("r",)
+    assert removed(G, cur, "xb@base") == ({"x1", "x2", "x3"}, ("y2",))
+    assert removed(G, cur, "yb@base") == ({"y1", "y2"}, ("x3",))
+    # a plain revision target takes every branch above it down
+    assert removed(G, cur, "r") == ({"x1", "x2", "x3", "y1", "y2"}, ("r",))
+    # the same branch named by any of its revisions, or walked down to its branch point
+    for same in ("x2@base", "x3@base", "xb@-3", "xb@r", "xb@base+1"):
+        assert removed(G, cur, same) == ({"x1", "x2", "x3"}, ("y2",)), same
+    assert removed(G, ["x3"], "xb@base") == ({"x1", "x2", "x3"}, ("r",))
+    assert removed(G, ["y2"], "xb@base") == (set(), ("y2",))  # nothing of it applied
+
+
+def test_label_base_on_independent_bases():
+    G = g(*TWO_BASES)
+    cur = ["a2", "n3"]
+    assert G.resolve("net@base", cur) == ()
+    assert removed(G, cur, "net@base") == ({"n1", "n2", "n3"}, ("a2",))
+    assert removed(G, cur, "main@base") == ({"a1", "a2"}, ("n3",))
+    assert removed(G, cur, "net@-3") == ({"n1", "n2", "n3"}, ("a2",))
+    assert removed(G, cur, "net@-2") == ({"n2", "n3"}, ("a2", "n1"))
+    assert removed(G, cur, "base") == ({"a1", "a2", "n1", "n2", "n3"}, ())
+    # a label on an independent base takes in the whole line below it
+    assert G.resolve("main@base") == ()
+    assert G.resolve("main@+1", []) == ("a1",)
+
+
+def test_label_downgrade_never_takes_another_line_down():
+    G = g(*FORK)
+    cur = ["x3", "y2"]
+    # xb@-4 is base: below xb's branch point r, so y1 and y2 would go too
+    t = G.resolve_target("xb@-4", cur)
+    assert t.revisions == () and t.branch == "xb"
+    msg = raises(GraphError, G.downgrade_plan, cur, t.revisions, branch=t.branch)
+    assert msg == (
+        "branch 'xb' starts above r: going to base would also remove r, y1, y2,"
+        " which are not on it; use `xb@base` to take the branch down; `dyn downgrade base` takes"
+        " every branch down to base"
+    )
+    msg = raises(GraphError, G.resolve, "xb@-5", cur)
+    assert msg == "cannot go xb@-5 from 'x3': only 3 revisions below it (-4 is base)"
+    # a shared root below the branch point, named as a revision of the branch's line
+    G2 = g("p", "r:p", "x1:r@xb", "x2:x1", "y1:r@yb")
+    t = G2.resolve_target("xb@p", ["x2", "y1"])
+    msg = raises(GraphError, G2.downgrade_plan, ["x2", "y1"], t.revisions, branch=t.branch)
+    assert "going to p would also remove r, y1" in msg and "`dyn downgrade p`" in msg
+    assert removed(G2, ["x2", "y1"], "xb@base") == ({"x1", "x2"}, ("y1",))
+
+
+def test_label_downgrade_through_a_merge():
+    G = g(*FORK, "m:x3,y2")
+    assert removed(G, ["m"], "xb@-1") == ({"m"}, ("x3", "y2"))
+    assert removed(G, ["m"], "xb@-2") == ({"m", "x3"}, ("x2", "y2"))
+    assert removed(G, ["m"], "xb@base") == ({"m", "x1", "x2", "x3"}, ("y2",))
+    assert removed(G, ["m"], "yb@base") == ({"m", "y1", "y2"}, ("x3",))
+
+
+def test_label_base_of_a_merge_over_a_line():
+    """A labelled merge whose parents are a and b, with a below b: its base is b (the layer
+    below it), so b's other child c stays (found by the property test)."""
+    G = g("a", "b:a", "c:b", "m:a,b@mb")
+    assert G.resolve("mb@base") == ("b",)
+    assert removed(G, ["c", "m"], "mb@base") == ({"m"}, ("c",))
+    assert removed(G, ["c", "m"], "b") == ({"c", "m"}, ("b",))
+
+
+def test_label_downgrade_takes_dependents_down_too():
+    """Alembic's BranchedPathTestCrossDependencies: d2 depends on c1, so reverting c1branch
+    takes d2 with it (it cannot stay without c1); reverting c2branch leaves c1branch alone."""
+    G = g("a", "b:a", "c1:b@c1branch", "d1:c1", "c2:b@c2branch", "d2:c2~c1")
+    assert removed(G, ["d1", "d2"], "c2branch@b") == ({"c2", "d2"}, ("d1",))
+    assert removed(G, ["d1", "d2"], "c1branch@b") == ({"c1", "d1", "d2"}, ("c2",))
+    steps = ids(G.downgrade_plan(["d1", "d2"], ("b",), branch="c1branch"))
+    assert steps.index("d2") < steps.index("c1") and steps.index("d1") < steps.index("c1")
+
+
+def test_label_rev_must_be_on_the_branch():
+    G = g(*FORK)
+    msg = raises(GraphError, G.resolve, "xb@y1")
+    assert msg == "revision 'y1' is not on branch 'xb': run `dyn history -r xb@base:heads` to list that branch"
+    assert [r.revision for r in G.history("xb@base", "heads")] == ["x3", "x2", "x1", "r"]  # the advice works
+    assert "'y1' is not on branch 'xb'" in raises(GraphError, G.resolve, "xb@y1+1")
+    msg = raises(UnknownRevision, G.resolve, "xb@zzzz+1")
+    assert msg == "unknown revision 'zzzz' in 'xb@zzzz+1': run `dyn history` to list revisions"
+    assert "'xb@zzzz'" in raises(GraphError, G.resolve, "xb@zzzz")
+
+
+def test_label_grammar():
+    G = g(*FORK, "x4a:x3", "x4b:x3")
+    assert G.resolve("xb@heads") == ("x4a", "x4b")
+    assert G.resolve("yb@heads") == ("y2",)
+    msg = raises(MultipleHeads, G.resolve, "xb@head")
+    assert "`xb@heads`" in msg and "x4a, x4b" in msg
+    assert G.resolve("yb@head-1") == ("y1",)
+    assert G.resolve("yb@head-2") == ("r",)
+    assert G.resolve("xb@base+2") == ("x1",)
+    assert G.resolve("xb@base+4") == ("x3",)
+    msg = raises(GraphError, G.resolve, "xb@base+5")
+    assert "'x3' is a branch point (x4a, x4b)" in msg and "`x4a@base+5`" in msg
+    assert G.resolve("x4a@base+5") == ("x4a",)  # the advice works
+    assert G.resolve("xb@x1") == ("x1",) and G.resolve("xb@x1+2") == ("x3",) and G.resolve("xb@x3-2") == ("x1",)
+    assert G.resolve("xb@r") == ("r",)  # the branch point is on the branch's line
+    assert "nothing is below base" in raises(GraphError, G.resolve, "xb@base-1")
+    assert "nothing above it" in raises(GraphError, G.resolve, "yb@head+1")
+    assert G.resolve("xb@+0", ["x2", "y2"]) == ("x2",)
+
+
+def test_base_plus_n():
+    G = g(*LINEAR)
+    assert G.resolve("base+1") == ("a",) and G.resolve("base+4") == ("d",) and G.resolve("base+0") == ()
+    assert applied(G, [], "base+2") == ({"a", "b"}, ("b",))
+    assert removed(G, ["d"], "base+1") == ({"b", "c", "d"}, ("a",))
+    msg = raises(GraphError, G.resolve, "base+99")
+    assert msg == "cannot go base+99 from 'base': only 4 revisions above it"
+    assert raises(GraphError, G.resolve, "base-1") == "cannot go base-1: nothing is below base"
+    msg = raises(GraphError, g(*TWO_BASES).resolve, "base+1")
+    assert "several bases (a1, n1)" in msg and "`a1@base+1`" in msg
+    assert g(*TWO_BASES).resolve("a1@base+1") == ("a1",)
+
+
+def test_is_relative():
+    for t in ("current", "+1", "-2", "xb@-1", "xb@+3", " -1 "):
+        assert RevisionGraph.is_relative(t), t
+    for t in ("head", "base", "base+1", "head-1", "xb@base", "xb@head-1", "abcd", "abcd-1", "xb@base+2"):
+        assert not RevisionGraph.is_relative(t), t
+
+
+# -- Alembic's own traversal cases (tests/test_version_traversal.py) -----------------------------
+
+BRANCHED = ("a", "b:a", "c1:b@c1branch", "d1:c1", "c2:b@c2branch", "d2:c2")
+KABOOM = ("a1", "a2", "a3", "amerge:a1,a2,a3", "b1", "b2", "bmerge:b1,b2",
+          "c1", "c2", "c3", "cmerge:c1,c2,c3", "d1~a3,b2,c1")
+
+# (graph, current heads, target, removed, heads after). dyn's heads are structural: a revision
+# that another head depends on stays a head (Alembic leaves it out); the applied set is the same.
+ALEMBIC_DOWNGRADES = {
+    "issue 13: y2 depends on x1": (("x1", "x2:x1", "y1", "y2:y1~x1"), ("x2", "y2"), "x1", {"x2"}, ("x1", "y2")),
+    "DependsOnBranchTestOne": (("a1@lib1", "b1:a1", "c1:b1", "a2", "b2:a2", "c2:b2~c1", "d1:c1", "e1:d1", "f1:e1"),
+                               ("c2", "d1"), "c1", {"d1"}, ("c1", "c2")),
+    "DependsOnBranchTestThree (crisscross)": (("a1", "a2:a1", "b1", "b2:b1~a2", "b3:b2", "a3:a2~b1"),
+                                              ("a3", "b2"), "b1", {"b2"}, ("b1", "a3")),
+    "DependsOnBranchTestFive (merge whose parent is the target)": (
+        ("a1", "b1~a1", "bmerge:a1,b1"), ("bmerge",), "a1", {"bmerge"}, ("a1", "b1")),
+    "DependsOnBranchTestFive (to the other parent)": (
+        ("a1", "b1~a1", "bmerge:a1,b1"), ("bmerge",), "b1", {"bmerge"}, ("a1", "b1")),
+    "DependsOnBranchTestTwo (kaboom)": (KABOOM, ("amerge", "bmerge", "cmerge", "d1"), "b2", {"bmerge"},
+                                        ("amerge", "b1", "b2", "cmerge", "d1")),
+    "DependsOnBranchTestTwo (d1@base)": (KABOOM, ("amerge", "d1", "b1", "cmerge"), "d1@base", {"d1"},
+                                         ("amerge", "b1", "b2", "cmerge")),
+    "DependsOnBranchTestFour": (("a1", "a2:a1", "a3:a2", "b1", "b2:b1~a3", "b3:b2", "b4:b3~a3"),
+                                ("b4",), "b3", {"b4"}, ("a3", "b3")),
+    "DependsOnOwnDownrevTest": (("a1", "a2:a1~a1"), ("a2",), "a1", {"a2"}, ("a1",)),
+    "BranchFromMergepointTest": (("a1", "b1:a1", "c1:b1", "a2", "b2:a2", "c2:b2", "d1:c1,c2", "d2:c2"),
+                                 ("d2", "d1"), "b1", {"c1", "d1"}, ("b1", "d2")),
+    "test_relative_downgrade_baseplus2": (BRANCHED, ("d2", "d1"), "base+2", {"c1", "d1", "c2", "d2"}, ("b",)),
+    "test_relative_downgrade_branchplus2": (BRANCHED, ("d2", "d1"), "c2branch@base+2", {"c2", "d2"}, ("d1",)),
+    "test_relative_downgrade_branchplus3": (BRANCHED, ("d2", "d1"), "c2branch@base+3", {"d2"}, ("d1", "c2")),
+    "test_downgrade_once_order_left_unbalanced_labelled": (BRANCHED, ("d1", "d2"), "c1branch@-1", {"d1"},
+                                                           ("c1", "d2")),
+    "test_downgrade_relative_order_right": (BRANCHED, ("d2", "c1"), "d2-1", {"d2"}, ("c1", "c2")),
+    "test_downgrade_single_branch_c1branch": (BRANCHED, ("c1", "d2"), "c1branch@b", {"c1"}, ("d2",)),
+    "test_downgrade_single_branch_c1branch_from_d1_head": (BRANCHED, ("c1", "d2"), "c2branch@b", {"c2", "d2"},
+                                                           ("c1",)),
+    "test_downgrade_single_branch_c2": (BRANCHED, ("d1", "d2"), "c2@b", {"c2", "d2"}, ("d1",)),
+    "test_downgrade_single_branch_d1": (BRANCHED, ("d1", "d2"), "d1@b", {"c1", "d1"}, ("d2",)),
+    "test_downgrade_relative_to_branch_head": (BRANCHED, ("d1", "d2"), "c1branch@head-1", {"d1"}, ("c1", "d2")),
+    "test_downgrade_no_effect_branched": (BRANCHED, ("d1", "c2"), "c2", set(), ("d1", "c2")),
+    "test_downgrade_multiple_branch": (BRANCHED, ("d1", "d2"), "a", {"b", "c1", "d1", "c2", "d2"}, ("a",)),
+}
+
+
+@pytest.mark.parametrize("case", list(ALEMBIC_DOWNGRADES))
+def test_downgrade_agrees_with_alembic(case):
+    specs, current, target, gone, heads = ALEMBIC_DOWNGRADES[case]
+    assert removed(g(*specs), current, target) == (gone, heads)
+
+
+ALEMBIC_UPGRADES = {
+    "test_relative_upgrade": (BRANCHED, ("b",), "c2branch@head-1", {"c2"}, ("c2",)),
+    "test_upgrade_other_branch_from_mergepoint": (BRANCHED, ("c1",), "c2branch@+1", {"c2"}, ("c1", "c2")),
+    "test_upgrade_one_branch_of_heads": (BRANCHED, ("c1", "c2"), "c2branch@+1", {"d2"}, ("c1", "d2")),
+    "test_upgrade_from_base": (BRANCHED, (), "base+1", {"a"}, ("a",)),
+    "test_upgrade_single_branch": (BRANCHED, ("b",), "d1", {"c1", "d1"}, ("d1",)),
+    "BranchFromMergepointTest": (("a1", "b1:a1", "c1:b1", "a2", "b2:a2", "c2:b2", "d1:c1,c2", "d2:c2"),
+                                 ("d2", "b1"), "d1", {"c1", "d1"}, ("d1", "d2")),
+}
+
+
+@pytest.mark.parametrize("case", list(ALEMBIC_UPGRADES))
+def test_upgrade_agrees_with_alembic(case):
+    specs, current, target, new, heads = ALEMBIC_UPGRADES[case]
+    assert applied(g(*specs), current, target) == (new, heads)
+
+
+def test_ambiguous_relative_upgrade_is_refused_like_alembic():
+    msg = raises(GraphError, g(*BRANCHED).resolve, "+1", ["c1", "c2"])
+    assert "several heads (c1, c2)" in msg and "`c1branch@+1` or `c2branch@+1`" in msg
+
+
+# -- stamp ---------------------------------------------------------------------------------------
+
+
+def test_stamp_heads():
+    G = g(*FORK)
+    assert G.stamp_heads(["x3", "y2"], ("x1",)) == ("x1",)  # a plain target is the new state
+    assert G.stamp_heads(["x3", "y2"], ("r",), branch="xb") == ("y2",)
+    assert G.stamp_heads(["x3", "y2"], ("x1",), branch="xb") == ("x1", "y2")
+    assert G.stamp_heads(["x3"], ("y2",), branch="yb") == ("x3", "y2")
+    assert G.stamp_heads([], ("y2",), branch="yb") == ("y2",)
+    msg = raises(GraphError, G.stamp_heads, ["x3", "y2"], (), branch="xb")
+    assert "going to base would also remove r, y1, y2" in msg
 
 
 # -- upgrade plans ---------------------------------------------------------------------------------
@@ -502,8 +744,11 @@ def test_downgrade_one_branch_leaves_the_other():
     steps = G.downgrade_plan(("x3", "y2"), G.resolve("yb@-1", ["x3", "y2"]))
     assert ids(steps) == ["y2"]
     assert_chained(steps, ("x3", "y2"), ("x3", "y1"))
-    # going further down yb means going to r, which would take xb down too: refused
-    assert "x1, x2, x3" in raises(GraphError, G.resolve, "yb@-2", ["x3", "y2"])
+    # yb@-2 is r, yb's branch point: yb goes, xb stays
+    assert removed(G, ("x3", "y2"), "yb@-2") == ({"y1", "y2"}, ("x3",))
+    # one further is base: that would take xb down too, refused
+    t = G.resolve_target("yb@-3", ("x3", "y2"))
+    assert "r, x1, x2, x3" in raises(GraphError, G.downgrade_plan, ("x3", "y2"), t.revisions, branch=t.branch)
 
 
 def test_downgrade_everything_across_branches_children_first():
@@ -563,9 +808,43 @@ def test_history_ranges():
     assert h("x1", "x3") == ["x3", "x2", "x1"]
     assert h("base", "y2") == ["y2", "y1", "r"]
     assert h("base", "yb") == h()  # the label reaches the merge and beyond
-    assert h("r", "base") == []
     assert h("current", "head", current=["y2"]) == ["m", "y2"]
     raises(UnknownRevision, G.history, "zzzz")
+
+
+def test_history_of_one_branch():
+    G = g(*FORK, "m:x3,y2")
+    h = lambda *a, **k: [r.revision for r in G.history(*a, **k)]  # noqa: E731
+    assert h("xb@base", "heads") == ["m", "x3", "x2", "x1", "r"]
+    assert h("x2@base", "heads") == h("xb@base", "heads")  # a revision names its branch
+    assert h("xb@x2", "heads") == ["m", "x3", "x2"]
+    assert h("base", "xb@x3") == ["x3", "x2", "x1", "r"]
+    G2 = g(*TWO_BASES)
+    assert [r.revision for r in G2.history("net@base", "heads")] == ["n3", "n2", "n1"]
+    assert [r.revision for r in G2.history("main@base", "heads")] == ["a2", "a1"]
+
+
+def test_history_relative_ranges_count_from_current():
+    G = g(*FORK)
+    h = lambda *a, **k: [r.revision for r in G.history(*a, **k)]  # noqa: E731
+    assert h("xb@-2", "heads", current=["x3", "y2"]) == ["x3", "x2", "x1"]
+    assert h("yb@-1", "yb@head", current=["x3", "y2"]) == ["y2", "y1"]
+    assert h("-1", "heads", current=["x2"]) == ["x3", "x2", "x1"]
+    assert "no revision of branch 'xb' is applied" in raises(GraphError, G.history, "xb@-2", "heads")
+
+
+def test_history_inverted_or_empty_range_is_refused():
+    G = g(*FORK)
+    msg = raises(GraphError, G.history, "x3", "x1")
+    assert msg == "history range 'x3:x1' is inverted: x1 is below x3; put the older one first: `dyn history -r x1:x3`"
+    assert [r.revision for r in G.history("x1", "x3")] == ["x3", "x2", "x1"]  # the advice works
+    assert "`dyn history -r base:r`" in raises(GraphError, G.history, "r", "base")
+    msg = raises(GraphError, G.history, "x1", "y2")
+    assert msg == (
+        "history range 'x1:y2' is empty: y2 is not above x1 (they are on different branches):"
+        " run `dyn history` to see every revision"
+    )
+    assert [r.revision for r in G.history("x2", "x2")] == ["x2"]
 
 
 # -- scale -----------------------------------------------------------------------------------------
