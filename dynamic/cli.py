@@ -295,6 +295,11 @@ def current(ctx: typer.Context, verbose: bool = typer.Option(False, "-v", "--ver
                        f"by {h.get('who', '')} in {h.get('seconds', 0)}s")
 
 
+ProcessesOpt = typer.Option(None, "--processes", help="Worker processes for data operations (default: one per core).")
+DaskOpt = typer.Option(None, "--dask-scheduler", metavar="ADDRESS",
+                       help="Run data operations on this Dask cluster, e.g. tcp://10.0.0.5:8786.")
+
+
 def _render_run(r, json_: bool) -> None:
     if json_:
         return _emit_json(r.as_dict())
@@ -329,12 +334,14 @@ def upgrade(
     max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
     backup: Optional[str] = typer.Option(None, "--backup", help="none | pitr | on-demand"),
     max_errors: Optional[int] = typer.Option(None, "--max-errors", help="Record and skip up to N failing items."),
+    processes: Optional[int] = ProcessesOpt,
+    dask_scheduler: Optional[str] = DaskOpt,
     yes: bool = YesOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Apply pending revisions up to TARGET."""
     p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
-                 max_errors=max_errors)
+                 max_errors=max_errors, processes=processes, dask_scheduler=dask_scheduler)
     _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
                                confirm=_confirm()), json_)
 
@@ -350,12 +357,14 @@ def downgrade(
     max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
     backup: Optional[str] = typer.Option(None, "--backup", help="none | pitr | on-demand"),
     max_errors: Optional[int] = typer.Option(None, "--max-errors", help="Record and skip up to N failing items."),
+    processes: Optional[int] = ProcessesOpt,
+    dask_scheduler: Optional[str] = DaskOpt,
     yes: bool = YesOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Revert applied revisions down to TARGET."""
     p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
-                 max_errors=max_errors)
+                 max_errors=max_errors, processes=processes, dask_scheduler=dask_scheduler)
     _render_run(commands.downgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
                                confirm=_confirm()), json_)
 

@@ -54,6 +54,14 @@ class Project:
                 region=c.region, endpoint_url=c.endpoint_url, profile=c.profile, retry_mode=c.retry_mode)
         return self._client
 
+    def client_spec(self) -> dynamo.ClientSpec:
+        """How worker processes and Dask workers make their own data client."""
+        c = self.config
+        return dynamo.ClientSpec(region=c.region or self.data_client.meta.region_name,
+                                 endpoint_url=c.endpoint_url or self.data_client.meta.endpoint_url,
+                                 profile=c.profile, retry_mode=c.retry_mode,
+                                 max_pool_connections=max(32, (c.workers or 16) * 2 + 4))
+
     @property
     def data_client(self) -> Any:
         """The client of the backfill engine's data calls: botocore's retries off (the engine
@@ -90,7 +98,12 @@ class Project:
             lock_timeout=c.lock_timeout if lock_timeout is None else lock_timeout,
             settings=OpSettings(workers=c.workers, segments=c.segments, page_size=c.page_size,
                                 max_wcu=c.max_wcu, max_rcu=c.max_rcu, dry_run=dry_run,
-                                write_mode=c.write_mode, checkpoint_interval=c.checkpoint_interval),
+                                write_mode=c.write_mode, checkpoint_interval=c.checkpoint_interval,
+                                # a client passed in lives in this process only: one process
+                                # unless told otherwise
+                                processes=1 if c.processes is None and not self._own_client else c.processes,
+                                dask_scheduler=c.dask_scheduler,
+                                client_factory=self.client_spec() if self._own_client else None),
             log=self.log,
             progress=self.progress,
             backup=c.backup,

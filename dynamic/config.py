@@ -42,6 +42,8 @@ class Config:
     max_rcu: float | None = None
     retry_mode: str = "standard"
     write_mode: str = "batch"  # batch: 25 PartiQL statements a call; item: one UpdateItem each
+    processes: int | None = None  # worker processes of a data operation; None: one per core
+    dask_scheduler: str | None = None  # run the segments as tasks on this Dask cluster
     checkpoint_interval: float = 2.0  # seconds between two checkpoint flushes of a data operation
     # production safety (docs/production.md)
     backup: str = "none"  # none | pitr | on-demand
@@ -206,7 +208,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("lock_lease_seconds must be positive")
     if cfg.lock_timeout < 0:
         raise ConfigError("lock_timeout must be zero or positive")
-    for k in ("workers", "segments", "page_size"):
+    for k in ("workers", "segments", "page_size", "processes"):
         v = getattr(cfg, k)
         if v is not None and v < 1:
             raise ConfigError(f"{k} must be at least 1, got {v}")
@@ -222,6 +224,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"retry_mode must be standard, adaptive or legacy, got {cfg.retry_mode!r}")
     if cfg.write_mode not in ("batch", "item"):
         raise ConfigError(f"write_mode must be batch or item, got {cfg.write_mode!r}")
+    if cfg.dask_scheduler is not None and cfg.processes not in (None, 1):
+        raise ConfigError(f"processes = {cfg.processes} and dask_scheduler are two ways to run the segments: "
+                          "set one (on a Dask cluster, the cluster's workers and threads are the processes)")
+    if cfg.dask_scheduler is not None and not cfg.dask_scheduler.strip():
+        raise ConfigError("dask_scheduler is empty: give the scheduler's address, e.g. tcp://10.0.0.5:8786")
     if cfg.checkpoint_interval <= 0:
         raise ConfigError(f"checkpoint_interval must be positive, got {cfg.checkpoint_interval}")
     if cfg.table is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", cfg.table):

@@ -73,6 +73,31 @@ def make_client(
 
 
 @dataclass(frozen=True)
+class ClientSpec:
+    """How to make the backfill engine's client again in another process (clients cannot be
+    shared across processes): a picklable recipe, called as ``spec()``."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    retry_mode: str = "standard"
+    max_pool_connections: int = 36
+
+    @classmethod
+    def of(cls, client: Any) -> "ClientSpec":
+        """The recipe of an existing client (its credentials come from boto3's chain again)."""
+        meta = client.meta
+        return cls(region=meta.region_name, endpoint_url=meta.endpoint_url,
+                   retry_mode=(meta.config.retries or {}).get("mode", "standard"),
+                   max_pool_connections=meta.config.max_pool_connections or 36)
+
+    def __call__(self) -> Any:
+        return make_client(region=self.region, endpoint_url=self.endpoint_url, profile=self.profile,
+                           retry_mode=self.retry_mode, max_pool_connections=self.max_pool_connections,
+                           engine=True)
+
+
+@dataclass(frozen=True)
 class TableInfo:
     """What DescribeTable says that the engine needs: key names and types, billing, size."""
 

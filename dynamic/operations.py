@@ -35,6 +35,10 @@ class OpSettings:
     dry_run: bool = False
     write_mode: str = "batch"
     checkpoint_interval: float = 2.0
+    processes: int | None = 1  # worker processes; None: one per core
+    client_factory: Any = None  # makes a worker process's (or Dask worker's) client
+    dask_scheduler: str | None = None  # run the segments on this Dask cluster
+    remote_lease: Any = None  # lets Dask workers watch the run's lock (set by the runner)
     wait_poll: float = 2.0
     wait_timeout: float = 3600.0
 
@@ -112,7 +116,21 @@ class Operations:
             label=label,
             write_mode=s.write_mode,
             checkpoint_interval=s.checkpoint_interval,
+            processes=s.processes,
+            client_factory=s.client_factory,
+            executor=self._executor(),
         )
+
+    def _executor(self) -> Any:
+        s = self.settings
+        if not s.dask_scheduler:
+            return None
+        from .backfill.cluster import DaskExecutor
+        from .dynamo import ClientSpec
+
+        return DaskExecutor(s.dask_scheduler, s.client_factory or ClientSpec.of(self._data_client),
+                            s.remote_lease, slice_seconds=s.checkpoint_interval, max_wcu=s.max_wcu,
+                            max_rcu=s.max_rcu)
 
     def backfill(self, update: Callable[[Mapping], dict | None], *, filter=None, segments=None,
                  page_size=None) -> engine.BackfillResult:

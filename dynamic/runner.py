@@ -13,7 +13,7 @@ import getpass
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from . import __version__
@@ -22,6 +22,7 @@ from .dynamo import TableInfo
 from . import backup as backups
 from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError
 from .graph import RevisionGraph, Step, Target
+from .backfill.cluster import RemoteLease, preflight
 from .operations import Operations, OpSettings
 from .scripts import ScriptDirectory
 from .store import Store, StoreCheckpoints
@@ -199,6 +200,8 @@ class Runner:
             self.options.log(f"warning: {w}")
         if steps and self.options.backup == "pitr":
             backups.require_pitr(self.client, self.table.name)
+        if steps and self.options.settings.dask_scheduler:
+            preflight(self.options.settings.dask_scheduler)  # before anything is written
         if self.options.dry_run:
             results = [self._dry_step(s) for s in steps]
             return RunResult(command, resolved.revisions, record.heads,
@@ -264,8 +267,14 @@ class Runner:
     def _operations(self, step: Step, lease: Any, dry_run: bool) -> Operations:
         rev, direction = step.revision.revision, step.direction
         settings = self.options.settings
+        changes: dict = {}
         if dry_run != settings.dry_run:
-            settings = OpSettings(**{**asdict(settings), "dry_run": dry_run})
+            changes["dry_run"] = dry_run
+        if lease is not None and settings.dask_scheduler:
+            changes["remote_lease"] = RemoteLease(self.table.name, self.store.layout.version_key(),
+                                                  lease.token, lease.lease_seconds)
+        if changes:
+            settings = replace(settings, **changes)
         return Operations(
             self.client,
             self.table,

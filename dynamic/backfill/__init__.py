@@ -77,6 +77,9 @@ def backfill(
     write_mode: str = "batch",
     max_retry_seconds: float = 600.0,
     executor: Executor | None = None,
+    processes: int | None = 1,
+    client_factory: Callable[[], Any] | None = None,
+    origin: Any = None,
 ) -> BackfillResult:
     """Apply ``update`` to every item of ``table`` matching ``filter`` (and ``exclude``).
 
@@ -88,7 +91,11 @@ def backfill(
     before every write and stops the run by raising. ``segments`` defaults from the table's
     size, ``workers`` from the client's connection pool; a resume keeps the checkpointed
     segment count. ``dry_run`` scans and calls ``update`` but writes nothing (and neither
-    reads nor saves checkpoints). Raises :class:`UpdateFailed` when ``update`` raises.
+    reads nor saves checkpoints). ``processes`` > 1 (None: one per core) walks the segments in
+    worker processes of ``workers`` threads each, with clients from ``client_factory()``
+    (default: a copy of ``client``'s region and endpoint); ``executor`` runs them elsewhere
+    (:class:`~dynamic.backfill.dask.DaskExecutor`). Raises :class:`UpdateFailed` when
+    ``update`` raises.
     """
     if not callable(update):
         raise UsageError(f"update must be a callable taking the item, got {type(update).__name__}")
@@ -96,7 +103,8 @@ def backfill(
                        segments=segments, workers=workers, page_size=page_size, checkpoints=checkpoints,
                        guard=guard, dry_run=dry_run, max_wcu=max_wcu, max_rcu=max_rcu, progress=progress,
                        label=label, checkpoint_interval=checkpoint_interval, write_mode=write_mode,
-                       max_retry_seconds=max_retry_seconds, executor=executor)
+                       max_retry_seconds=max_retry_seconds, executor=executor, processes=processes,
+                       client_factory=client_factory, origin=origin)
 
 
 def remove_attributes(client: Any, table: TableInfo, names: str | Iterable[str], *, filter: Any = None,

@@ -8,16 +8,17 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..dynamo import TableInfo, translate
+from ..dynamo import ClientSpec, TableInfo, translate
 from ..errors import LeaseLost, UsageError
 from .checkpoints import DEFAULT_INTERVAL, Checkpoints, Flusher
 from .conditions import check
 from .executor import Executor, ThreadExecutor
+from .processes import ProcessExecutor, default_processes
 from .ratelimit import TokenBucket
 from .result import BackfillResult, Counts
 from .retry import Caller
 from .sizing import default_segments, default_workers
-from .walk import Job, Samples, Segment, Worker
+from .walk import Job, Samples, Segment
 
 DEFAULT_PAGE_SIZE = 100
 FINAL_FLUSH_SECONDS = 10.0  # retry budget of the last save after a failure
@@ -29,8 +30,13 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         guard: Callable[[], None] | None = None, dry_run: bool = False, max_wcu: float | None = None,
         max_rcu: float | None = None, progress: Any = None, label: str = "backfill",
         checkpoint_interval: float = DEFAULT_INTERVAL, write_mode: str = "batch",
-        max_retry_seconds: float = 600.0, executor: Executor | None = None) -> BackfillResult:
-    """Resolve the options into a :class:`Job` and run it (see ``dynamic.backfill.backfill``)."""
+        max_retry_seconds: float = 600.0, executor: Executor | None = None, processes: int | None = 1,
+        client_factory: Callable[[], Any] | None = None, origin: Any = None) -> BackfillResult:
+    """Resolve the options into a :class:`Job` and run it (see ``dynamic.backfill.backfill``).
+
+    ``processes``: worker processes (None: one per available core, capped by the segments;
+    1: threads of this process only), each making its client with ``client_factory()``.
+    ``executor`` overrides both (e.g. a Dask cluster)."""
     check(filter)
     check(exclude, "exclude")
     if write_mode not in ("batch", "item"):
@@ -50,10 +56,22 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         raise UsageError(f"segments must be at least 1, got {segments}")
     job = Job(table=table, kind=kind, fn=fn, filter=filter, exclude=exclude, is_meta=is_meta,
               total_segments=total_segments, page_size=int(page_size) if page_size else DEFAULT_PAGE_SIZE,
-              write_mode=write_mode, dry_run=dry_run, label=label, max_retry_seconds=max_retry_seconds)
+              write_mode=write_mode, dry_run=dry_run, label=label, max_retry_seconds=max_retry_seconds,
+              origin=origin)
+    if executor is None:
+        left = sum(1 for i in range(total_segments) if positions.get(i) != "done")
+        n = default_processes(left) if processes is None else min(int(processes), max(1, left))
+        if n < 1:
+            raise UsageError(f"processes must be at least 1, got {processes}")
+        if n > 1:
+            executor = ProcessExecutor(n, workers, client_factory or ClientSpec.of(client),
+                                       max_wcu=max_wcu, max_rcu=max_rcu)
+            max_wcu = max_rcu = None  # the workers share them out
+        else:
+            executor = ThreadExecutor(workers)
     engine = Engine(client, job, positions, checkpoints=checkpoints, guard=guard, max_wcu=max_wcu,
                     max_rcu=max_rcu, progress=progress, checkpoint_interval=checkpoint_interval,
-                    executor=executor or ThreadExecutor(workers))
+                    executor=executor)
     return engine.run()
 
 
@@ -96,15 +114,26 @@ class Engine:
             if ds or dm or du:
                 self.progress.advance(scanned=ds, matched=dm, updated=du)
 
+    def remote_report(self, index: int, position: dict | str | None, delta: dict) -> None:
+        """A page of segment ``index`` was walked in another process: its new position and
+        what its counts grew by."""
+        seg = self.segments[index]
+        seg.counts.add(delta)
+        if position is not None:
+            seg.position = position
+        self.report(seg)
+
+    def pending(self) -> list[Segment]:
+        """The segments still to walk."""
+        return [s for s in self.segments if not s.done]
+
     def run(self) -> BackfillResult:
         started = time.monotonic()
-        pending = [s for s in self.segments if not s.done]
         error: BaseException | None = None
-        worker = Worker(self.job, self.client, self.caller, self.report, self.samples)
         if self.flusher is not None:
             self.flusher.start()
         try:
-            error = self.executor.run(worker.run_segment, pending, self.stop)
+            error = self.executor.run(self)
         except BaseException as e:  # KeyboardInterrupt
             error = e
         finally:

@@ -1,21 +1,26 @@
-"""Where segments run. The engine hands an executor the segments still to do and a function
-that walks one; the executor runs them and returns the first real error. Threads of this
-process here; worker processes and a Dask cluster implement the same seam."""
+"""Where segments run: the seam between the engine (which keeps positions, counts, progress
+and checkpoints in this process) and whatever walks the segments. Threads of this process
+here; worker processes (``processes.py``) and a Dask cluster (``dask.py``) implement the same
+seam, and the engine does not know which one runs it."""
 from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from .ratelimit import Stopped
-from .walk import Segment
+from .walk import Worker
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 class Executor(Protocol):
-    def run(self, walk: Callable[[Segment], None], segments: Sequence[Segment],
-            stop: threading.Event) -> BaseException | None:
-        """Walk every segment; on the first failure set ``stop`` (the others stop at their next
-        call) and return that failure once all have stopped. ``None``: all segments done."""
+    def run(self, engine: "Engine") -> BaseException | None:
+        """Walk every segment of ``engine.pending()``, telling the engine after every page
+        (``engine.report`` for a segment object it shares, ``engine.remote_report`` for one
+        walked elsewhere). On the first failure set ``engine.stop`` (the others stop at their
+        next call) and return that failure once all have stopped; ``None``: all done."""
         ...
 
 
@@ -26,13 +31,15 @@ class ThreadExecutor:
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
 
-    def run(self, walk: Callable[[Segment], None], segments: Sequence[Segment],
-            stop: threading.Event) -> BaseException | None:
+    def run(self, engine: "Engine") -> BaseException | None:
+        segments = engine.pending()
         if not segments:
             return None
+        stop = engine.stop
+        worker = Worker(engine.job, engine.client, engine.caller, engine.report, engine.samples)
         with ThreadPoolExecutor(max_workers=min(self.workers, len(segments)),
                                 thread_name_prefix="dyn-segment") as pool:
-            futures = [pool.submit(walk, s) for s in segments]
+            futures = [pool.submit(worker.run_segment, s) for s in segments]
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             except BaseException:  # KeyboardInterrupt in the main thread

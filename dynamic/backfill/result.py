@@ -20,6 +20,9 @@ class UpdateFailed(DynError):
         self.key = key
         self.original = original
 
+    def __reduce__(self):  # crosses process boundaries with its key (the original stays behind)
+        return (type(self), (self.message, self.key))
+
 
 COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched")
 

@@ -38,6 +38,7 @@ class Job:
     dry_run: bool = False
     label: str = "backfill"
     max_retry_seconds: float = 600.0
+    origin: Any = None  # where ``fn`` comes from, for a process that cannot inherit it: ``origin.load()``
 
     def scan_kwargs(self) -> dict:
         cond = self.filter if self.exclude is None else (
@@ -85,9 +86,12 @@ class Samples:
             before = {n: deserializer.deserialize(ch.raw[n]) for n in names if n in ch.raw}
             after = {n: deserializer.deserialize(v) for n, v in ch.sets.items()}
             after.update({n: REMOVE for n in ch.removes})
+        self.add_sample({"key": plain(ch.key), "before": before, "after": after})
+
+    def add_sample(self, sample: dict) -> None:
         with self._lock:
             if len(self.items) < self.limit:
-                self.items.append({"key": plain(ch.key), "before": before, "after": after})
+                self.items.append(sample)
 
 
 class Worker:

@@ -560,5 +560,5 @@ def dyn_project(dyn_config: Any, dyn_client: Any, dyn_table: str, dyn_backend: s
 
         # moto's in-memory tables are not safe for a parallel scan writing as it goes, and moto
         # does not evaluate the conditions of PartiQL statements: one UpdateItem at a time
-        dyn_config = with_overrides(dyn_config, workers=1, write_mode="item")
+        dyn_config = with_overrides(dyn_config, workers=1, processes=1, write_mode="item")
     return DynProject(dyn_config, dyn_client, dyn_table)

@@ -1,0 +1,302 @@
+"""Segments as tasks on a Dask cluster: past one machine, without a distributed system of our own.
+
+The runner -- planning, the lock and its heartbeat, dyn's records, the checkpoints -- stays in
+the ``dyn`` process. Each task walks one segment for at most ``slice_seconds`` and returns
+where it got to and what it counted; the next slice of that segment starts from there. So the
+positions reach the checkpoint flusher every few seconds, and a worker that dies costs at most
+one slice, which Dask runs again elsewhere (the writes are conditional and ``update`` is
+idempotent across crashes, as for any crash).
+
+* **Revision code travels by value.** Workers have dyn installed (``pip install
+  "dynamic[dask]"``, the same version: checked before anything runs) but not the project: the
+  job, with the revision's functions, closures and helpers, is pickled by value (cloudpickle
+  does so for modules that are not importable, as revision modules are not) and scattered once.
+* **No writes without the lease.** A worker writes only while the run's lock is still this
+  run's: it reads the version record every ``lease/6`` and stops when the owner token is
+  another's, or when the heartbeat (``rvn``) has not moved for ``2/3`` of a lease -- the
+  ``dyn`` process is gone -- well before anyone could take the lock over.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import DynError, LeaseLost, UsageError
+from .ratelimit import Stopped, TokenBucket
+from .retry import Caller
+from .walk import Job, Samples, Segment, Worker
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+CONNECT_TIMEOUT = "10s"
+STOP_GRACE = 30.0  # seconds the slices running at a stop get to return their positions
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError('--dask-scheduler needs Dask: pip install "dynamic[dask]"') from None
+    return distributed
+
+
+@dataclass(frozen=True)
+class RemoteLease:
+    """What a worker needs to watch the run's lock in the table itself (picklable)."""
+
+    table: str
+    version_key: dict
+    token: str
+    lease_seconds: float
+
+
+@dataclass
+class _Slice:
+    index: int
+    position: dict | str | None
+    seconds: float
+    max_wcu: float | None
+    max_rcu: float | None
+
+
+@dataclass
+class _Done:
+    index: int
+    position: dict | str | None
+    counts: dict
+    samples: list
+
+
+class DaskExecutor:
+    """Runs the segments as tasks on the Dask cluster at ``address``; ``client_factory()`` makes a
+    worker's DynamoDB client, ``lease`` lets workers watch the lock (None: no lock, e.g. a dry run)."""
+
+    def __init__(self, address: str, client_factory: Callable[[], Any], lease: RemoteLease | None, *,
+                 slice_seconds: float = 2.0, max_wcu: float | None = None, max_rcu: float | None = None):
+        self.address = address
+        self.client_factory = client_factory
+        self.lease = lease
+        self.slice_seconds = max(0.1, float(slice_seconds))
+        self.max_wcu = max_wcu
+        self.max_rcu = max_rcu
+
+    def run(self, engine: "Engine") -> BaseException | None:
+        pending = engine.pending()
+        if not pending:
+            return None
+        distributed, dask = connect(self.address)
+        try:
+            with dask.as_current():  # as_completed and wait look for "the" client
+                return self._run(engine, dask, distributed, pending)
+        finally:
+            dask.close()
+
+    def _run(self, engine: "Engine", dask: Any, distributed: Any, pending: list) -> BaseException | None:
+        slots = max(1, min(len(pending), sum(dask.nthreads().values())))
+        share = lambda cap: cap / slots if cap else None  # noqa: E731
+        spec = (self.client_factory, self.lease)
+        job = dask.scatter(_Shipped(engine.job, spec), broadcast=True, hash=False)
+        running: set = set()
+
+        def submit(index: int, position: Any) -> Any:
+            fut = dask.submit(_run_slice, job, _Slice(index, position, self.slice_seconds, share(self.max_wcu),
+                                                      share(self.max_rcu)), pure=False, retries=3)
+            running.add(fut)
+            return fut
+
+        queue = distributed.as_completed([submit(s.index, s.position) for s in pending])
+        error: BaseException | None = None
+        try:
+            for fut in queue:
+                running.discard(fut)
+                try:
+                    done = fut.result()
+                except BaseException as e:  # noqa: BLE001 - a slice failed: the run stops
+                    error = error or e
+                    engine.stop.set()
+                    continue
+                self._apply(engine, done)
+                if engine.stop.is_set():
+                    continue
+                try:
+                    engine.caller.guard()
+                except BaseException as e:  # noqa: BLE001 - this run lost its lease
+                    error = e
+                    engine.stop.set()
+                    continue
+                if done.position != "done":
+                    queue.add(submit(done.index, done.position))
+                if engine.stop.is_set():
+                    break
+        except BaseException:  # Ctrl-C: stop handing out slices, keep what the running ones did
+            engine.stop.set()
+            self._drain(engine, dask, distributed, running)
+            raise
+        if engine.stop.is_set():
+            self._drain(engine, dask, distributed, running)
+        return error
+
+    def _apply(self, engine: "Engine", done: _Done) -> None:
+        engine.remote_report(done.index, done.position, done.counts)
+        for sample in done.samples:
+            engine.samples.add_sample(sample)
+
+    def _drain(self, engine: "Engine", dask: Any, distributed: Any, running: set) -> None:
+        """After a stop: slices already running finish (their lease watch stops them if the lock
+        is gone); their positions are kept. Slices not started are cancelled."""
+        if not running:
+            return
+        finished, _ = distributed.wait(list(running), timeout=STOP_GRACE)
+        for fut in finished:
+            if fut.status == "finished":
+                self._apply(engine, fut.result())
+        dask.cancel(list(running))
+
+
+def connect(address: str) -> tuple[Any, Any]:
+    """``(distributed, client)`` for the cluster at ``address``, after checking that its workers
+    run this dyn; one clear line for each way that fails."""
+    import dynamic
+
+    distributed = _distributed()
+    try:
+        dask = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise DynError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}): check "
+                       "--dask-scheduler / DYN_DASK_SCHEDULER and that the scheduler runs") from None
+    try:
+        try:
+            versions = dask.run(_dyn_version, on_error="return")
+        except Exception as e:  # noqa: BLE001
+            raise DynError(f"the Dask cluster at {address} cannot run dyn's tasks: {type(e).__name__}: {e}") from None
+        if not versions:
+            raise DynError(f"the Dask cluster at {address} has no workers: start some (dask worker {address})")
+        wrong = {w: v for w, v in versions.items() if v != dynamic.__version__}
+        if wrong:
+            w, v = next(iter(wrong.items()))
+            have = v if isinstance(v, str) else "no dyn"
+            raise DynError(f"Dask worker {w} has {have}, this is dyn {dynamic.__version__}: install the same "
+                           f'version on every worker (pip install "dynamic[dask]=={dynamic.__version__}")')
+    except BaseException:
+        dask.close()
+        raise
+    return distributed, dask
+
+
+def preflight(address: str) -> None:
+    """Called before the run takes the lock: the cluster is reachable and runs this dyn."""
+    _, dask = connect(address)
+    dask.close()
+
+
+@dataclass
+class _Shipped:
+    """The job and how to reach the table, scattered to every worker once."""
+
+    job: Job
+    spec: tuple
+
+
+def _dyn_version() -> str:
+    import dynamic
+
+    return dynamic.__version__
+
+
+# ---- on a worker ----------------------------------------------------------------------------------
+_cache: dict = {}
+_cache_lock = threading.Lock()
+
+
+def _cached(key: Any, make: Callable[[], Any]) -> Any:
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = make()
+        return _cache[key]
+
+
+class _SliceDone(Exception):
+    """The slice's time is up; the segment's position was just reported."""
+
+
+def _run_slice(shipped: _Shipped, work: _Slice) -> _Done:
+    client_factory, lease = shipped.spec
+    client = _cached(("client", client_factory), client_factory)
+    guard = _cached(("lease", lease.token), lambda: LeaseWatch(lease, client)) if lease is not None else None
+    stop = threading.Event()
+    caller = Caller(stop=stop, guard=guard, wcu=TokenBucket(work.max_wcu) if work.max_wcu else None,
+                    rcu=TokenBucket(work.max_rcu) if work.max_rcu else None,
+                    max_retry_seconds=shipped.job.max_retry_seconds, label=shipped.job.label)
+    deadline = time.monotonic() + work.seconds
+
+    def report(seg: Segment) -> None:
+        if time.monotonic() >= deadline and seg.position != "done":
+            raise _SliceDone()
+
+    seg = Segment(work.index, work.position)
+    samples = Samples()
+    try:
+        Worker(shipped.job, client, caller, report, samples).run_segment(seg)
+    except _SliceDone:
+        pass
+    except Stopped:
+        pass
+    return _Done(seg.index, seg.position, seg.counts.as_dict(), samples.items)
+
+
+class LeaseWatch:
+    """A worker's view of the run's lock: the guard called before every write. Reads the version
+    record at most every ``lease/6`` seconds (one read per worker process, shared by its threads)."""
+
+    def __init__(self, lease: RemoteLease, client: Any, *, clock: Callable[[], float] = time.monotonic):
+        self.lease = lease
+        self.client = client
+        self.clock = clock
+        self.every = max(0.05, lease.lease_seconds / 6)
+        self.still = lease.lease_seconds * 2 / 3  # rvn unchanged this long: the dyn process is gone
+        self.lost: str | None = None
+        self._checked = -1e9
+        self._confirmed = clock()
+        self._rvn: str | None = None
+        self._rvn_since = clock()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        if self.lost:
+            raise LeaseLost(self.lost)
+        if self.clock() - self._checked < self.every:
+            return
+        with self._lock:
+            now = self.clock()
+            if now - self._checked >= self.every:
+                self._check(now)
+        if self.lost:
+            raise LeaseLost(self.lost)
+
+    def _check(self, now: float) -> None:
+        self._checked = now
+        name = self.lease.table
+        try:
+            item = self.client.get_item(TableName=name, Key=self.lease.version_key, ConsistentRead=True,
+                                        ProjectionExpression="lock_owner, rvn").get("Item") or {}
+        except Exception:  # noqa: BLE001 - cannot tell now: the last confirmation holds a while
+            if now - self._confirmed > self.still:
+                self.lost = (f"cannot read the lock of table {name} for {now - self._confirmed:.0f}s: this "
+                             "Dask worker stopped before writing")
+            return
+        if item.get("lock_owner", {}).get("S") != self.lease.token:
+            self.lost = (f"the lock of table {name} is no longer this run's (taken over or released): "
+                         "this Dask worker stopped before writing")
+            return
+        rvn = item.get("rvn", {}).get("S")
+        if rvn != self._rvn:
+            self._rvn, self._rvn_since = rvn, now
+        elif now - self._rvn_since > self.still:
+            self.lost = (f"the dyn process holding the lock of table {name} stopped renewing it: this "
+                         "Dask worker stopped before writing")
+            return
+        self._confirmed = now
+

@@ -1,0 +1,206 @@
+"""Worker processes (issue 10) on DynamoDB Local, through `dyn upgrade` itself: the same
+results as threads, writes from the workers, and no worker that outlives its parent or its
+lease."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import create_table, scan_all
+from test_backfill import put_items
+from test_upgrade_faults import dyn, project
+
+pytestmark = pytest.mark.local
+
+STAMP = '''\
+"""stamp each Thing with who wrote it"""
+import os
+import time
+
+from boto3.dynamodb.conditions import Attr
+
+revision = "e1000001"
+down_revision = None
+SUFFIX = "-x"  # a module constant, a helper and a closure: all must reach the workers
+
+
+def label(item):
+    return f"{item['PK']}{SUFFIX}"
+
+
+def upgrade(op):
+    slow = float(os.environ.get("DYN_TEST_SLOW", "0"))
+
+    def update(item):
+        if slow:
+            time.sleep(slow)
+        return {"n": item.get("n", 0) + 1, "label": label(item), "pid": os.getpid(), "ts": str(time.time())}
+
+    op.backfill(update, filter=Attr("Type").eq("Thing"))
+
+
+def downgrade(op):
+    op.remove_attributes(["n", "label", "pid", "ts"], filter=Attr("Type").eq("Thing"))
+'''
+
+FAILING = '''\
+"""fails on one item"""
+from boto3.dynamodb.conditions import Attr
+
+revision = "e2000001"
+down_revision = None
+
+
+def upgrade(op):
+    def update(item):
+        if item["PK"] == "T#0777":
+            raise KeyError("no such thing")
+        return {"B": 1}
+    op.backfill(update, filter=Attr("Type").eq("Thing"))
+
+
+def downgrade(op):
+    op.remove_attributes(["B"])
+'''
+
+
+def things(client, table):
+    return [i for i in scan_all(client, table) if i.get("Type", {}).get("S") == "Thing"]
+
+
+def seed(client, n: int, sort_key: bool = False) -> str:
+    table = create_table(client, sort_key=sort_key)
+    put_items(client, table, [{"PK": f"T#{i:04d}", **({"SK": "x"} if sort_key else {}), "Type": "Thing", "A": i}
+                              for i in range(n)])
+    return table
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")  # a zombie is not a writer
+
+
+def test_two_processes_migrate_everything_once_from_the_workers(ddb_local, local_client, tmp_path):
+    table = seed(local_client, 1500, sort_key=True)
+    root = project(tmp_path, table, ("e1000001_stamp", STAMP), segments=8)
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--processes", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    items = things(local_client, table)
+    assert len(items) == 1500 and {i["n"]["N"] for i in items} == {"1"}
+    assert all(i["label"]["S"] == i["PK"]["S"] + "-x" for i in items)
+    pids = {i["pid"]["N"] for i in items}
+    assert len(pids) == 2  # two worker processes wrote, and neither is ...
+    step = json.loads(r.stdout)["steps"][0]
+    assert step["counts"]["updated"] == 1500 and step["counts"]["matched"] == 1500
+    # ... the dyn process itself: its pid is in the history record
+    who = json.loads(dyn(root, ddb_local.endpoint_url, "history", "--applied", "--json").stdout)[0]["pid"]
+    assert str(who) not in pids
+    # one progress report for the whole operation, not one per process
+    finals = [line for line in r.stderr.splitlines() if line.startswith("backfill update:") and " in " in line]
+    assert len(finals) == 1 and "updated 1,500" in finals[0], r.stderr
+
+
+def test_dry_run_in_processes_counts_like_threads_and_writes_nothing(ddb_local, local_client, tmp_path):
+    table = seed(local_client, 900)
+    root = project(tmp_path, table, ("e1000001_stamp", STAMP), segments=6)
+    before = scan_all(local_client, table)
+    runs = [json.loads(dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--dry-run", "--processes", p,
+                           "--json").stdout)["steps"][0] for p in ("1", "2")]
+    assert scan_all(local_client, table) == before
+    for key in ("scanned", "matched", "updated"):
+        assert runs[0]["counts"][key] == runs[1]["counts"][key] == 900
+    assert [len(r["ops"][0]["counts"]["samples"]) for r in runs] == [5, 5]
+
+
+def test_max_wcu_is_shared_by_the_processes(ddb_local, local_client, tmp_path):
+    table = seed(local_client, 600)
+    root = project(tmp_path, table, ("e1000001_stamp", STAMP), segments=4)
+    t = time.monotonic()
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--processes", "2", "--max-wcu", "200", "--json")
+    elapsed = time.monotonic() - t
+    assert r.returncode == 0, r.stderr
+    wcu = json.loads(r.stdout)["steps"][0]["counts"]["wcu"]
+    assert wcu >= 600
+    assert elapsed >= 0.6 * wcu / 200  # two processes at 100/s each cannot go faster than 200/s together
+
+
+def test_an_update_failing_in_a_worker_stops_the_run_and_resumes(ddb_local, local_client, tmp_path):
+    table = seed(local_client, 1200)
+    root = project(tmp_path, table, ("e2000001_fail", FAILING), segments=6)
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--processes", "2")
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "KeyError" in lines[0] and "T#0777" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    current = json.loads(dyn(root, ddb_local.endpoint_url, "current", "--json").stdout)
+    assert current["dirty"]["revision"] == "e2000001" and current["lock"] is None
+
+
+def test_kill_9_of_the_parent_leaves_no_writer(ddb_local, local_client, tmp_path):
+    """The deploy is killed: its worker processes stop writing at once (the kernel kills them
+    with their parent), so the next deploy never races an orphan."""
+    table = seed(local_client, 2000)
+    root = project(tmp_path, table, ("e1000001_stamp", STAMP), segments=8, workers=2)
+    env = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": ddb_local.endpoint_url, "DYN_TEST_SLOW": "0.005"}
+    parent = subprocess.Popen([sys.executable, "-m", "dynamic.cli", "upgrade", "head", "--processes", "2"],
+                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            written = [i for i in things(local_client, table) if "pid" in i]
+            if len(written) > 200 and len({i["pid"]["N"] for i in written}) == 2:
+                break
+            assert parent.poll() is None, parent.stderr.read()
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.1)
+        workers = {int(i["pid"]["N"]) for i in written}
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        killed = time.monotonic()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    while any(alive(p) for p in workers) and time.monotonic() - killed < 5:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in workers), "a worker outlived its parent"
+    time.sleep(0.5)  # a request already sent may still land on the server
+    settled = sorted(i["PK"]["S"] for i in things(local_client, table) if "pid" in i)
+    time.sleep(2)
+    assert sorted(i["PK"]["S"] for i in things(local_client, table) if "pid" in i) == settled
+    assert len(settled) < 2000
+
+
+def test_a_lost_lease_stops_every_worker_process(ddb_local, local_client, tmp_path):
+    """`dyn unlock --yes` mid-run: the runner notices at its next renewal and its workers write
+    nothing after that."""
+    table = seed(local_client, 3000)
+    lease = 3.0
+    root = project(tmp_path, table, ("e1000001_stamp", STAMP), segments=8, workers=2, lock_lease_seconds=lease)
+    env = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": ddb_local.endpoint_url, "DYN_TEST_SLOW": "0.005"}
+    proc = subprocess.Popen([sys.executable, "-m", "dynamic.cli", "upgrade", "head", "--processes", "2"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while sum(1 for i in things(local_client, table) if "pid" in i) < 200:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    assert dyn(root, ddb_local.endpoint_url, "unlock", "--yes").returncode == 0
+    released = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert "lost the migration lock" in err or "lost its lock" in err, err
+    late = [float(i["ts"]["S"]) for i in things(local_client, table) if "ts" in i]
+    # the runner renews every lease/3 and relays to the workers every 0.1 s
+    assert max(late) <= released + lease / 3 + 1.0, max(late) - released
+    assert len(late) < 3000
