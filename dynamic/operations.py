@@ -76,8 +76,10 @@ class Operations:
         guard: Callable[[], None] | None = None,
         progress: Callable[[str, int | None], Any] | None = None,
         log: Callable[[str], None] | None = None,
+        source: tuple[str, str] | None = None,
     ):
         self.client = client
+        self._source = source  # (revision file, "up" | "down"): where a worker process finds our functions
         self._data_client = data_client or client
         self.table = table
         self.table_name = table.name
@@ -119,6 +121,7 @@ class Operations:
             processes=s.processes,
             client_factory=s.client_factory,
             executor=self._executor(),
+            origin=FnOrigin(*self._source, index, self.table) if self._source else None,
         )
 
     def _executor(self) -> Any:
@@ -374,3 +377,77 @@ def _describe_where(where: Any) -> str:
     if where is None:
         return ""
     return f"if {getattr(where, '__name__', 'where')}(item)"
+
+
+# ---- a data operation's function, found again in another process ---------------------------------
+@dataclass(frozen=True)
+class FnOrigin:
+    """Where the function of a step's ``index``-th data operation comes from: a worker process
+    that cannot inherit it (no fork) loads the revision file again and runs its ``upgrade`` /
+    ``downgrade`` on an ``op`` that changes nothing and stops at that operation."""
+
+    path: str
+    direction: str
+    index: int
+    table: TableInfo
+
+    def load(self) -> Callable:
+        from pathlib import Path
+
+        from .scripts import load_script
+
+        module = load_script(Path(self.path)).module
+        fn = module.upgrade if self.direction == "up" else module.downgrade
+        try:
+            fn(_CaptureOperations(self.table, self.index))
+        except _Captured as c:
+            return c.fn
+        raise DynError(f"{self.path}: its {self.direction}grade() no longer reaches data operation "
+                       f"{self.index + 1} when run again: run with --processes 1")
+
+
+class _Captured(Exception):
+    def __init__(self, fn: Callable):
+        super().__init__("captured")
+        self.fn = fn
+
+
+class _Capture:
+    """The executor of a capturing ``op``: hands the job's function back instead of running it."""
+
+    def run(self, engine: Any) -> None:
+        raise _Captured(engine.job.fn)
+
+
+class _CaptureOperations(Operations):
+    """``op`` for :meth:`FnOrigin.load`: schema operations and the data operations before the
+    wanted one do nothing; the wanted one gives up its function."""
+
+    def __init__(self, table: TableInfo, index: int):
+        super().__init__(None, table, settings=OpSettings(dry_run=True, processes=1))
+        self._want = index
+
+    def _engine_kwargs(self, label: str) -> dict:
+        kw = super()._engine_kwargs(label)
+        kw["executor"] = _Capture() if self._data_ops - 1 == self._want else _Skip()
+        return kw
+
+    def put_items(self, items: Iterable[Mapping]) -> int:
+        return 0
+
+    def create_gsi(self, *args: Any, **kw: Any) -> bool:
+        return False
+
+    def delete_gsi(self, *args: Any, **kw: Any) -> bool:
+        return False
+
+    def update_ttl(self, *args: Any, **kw: Any) -> bool:
+        return False
+
+    def update_table(self, **kwargs: Any) -> dict:
+        return {}
+
+
+class _Skip:
+    def run(self, engine: Any) -> None:
+        return None

@@ -287,6 +287,7 @@ class Runner:
             guard=lease.check if lease else None,
             progress=self.options.progress,
             log=self.options.log,
+            source=(str(self.scripts.get(rev).path), direction),
         )
 
     def _call(self, step: Step, op: Operations) -> None:

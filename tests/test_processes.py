@@ -204,3 +204,27 @@ def test_a_lost_lease_stops_every_worker_process(ddb_local, local_client, tmp_pa
     # the runner renews every lease/3 and relays to the workers every 0.1 s
     assert max(late) <= released + lease / 3 + 1.0, max(late) - released
     assert len(late) < 3000
+
+
+def test_without_fork_workers_load_the_revision_again(ddb_local, local_client, tmp_path, monkeypatch):
+    """Where a platform has no fork (Windows), a worker process starts fresh: it loads the
+    revision file by path and takes the function of the same data operation, closures, helpers
+    and all. Forced here with the spawn start method."""
+    from typer.testing import CliRunner
+
+    from dynamic.backfill import processes
+    from dynamic.cli import app
+
+    table = seed(local_client, 600)
+    source = STAMP.replace("def upgrade(op):\n", "def upgrade(op):\n    op.create_gsi('ByLabel', ('label', 'S'))\n"
+                                                 "    op.backfill(lambda item: None)\n")
+    root = project(tmp_path, table, ("e1000001_stamp", source), segments=4)
+    monkeypatch.setattr(processes, "start_method", lambda: "spawn")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_local.endpoint_url)
+    r = CliRunner().invoke(app, ["upgrade", "head", "--processes", "2", "--json"])
+    assert r.exit_code == 0, r.stderr
+    items = things(local_client, table)
+    assert len(items) == 600 and {i["n"]["N"] for i in items} == {"1"}
+    assert all(i["label"]["S"] == i["PK"]["S"] + "-x" for i in items)
+    assert len({i["pid"]["N"] for i in items}) == 2 and str(os.getpid()) not in {i["pid"]["N"] for i in items}
