@@ -166,7 +166,8 @@ def init(
 @app.command()
 def revision(
     ctx: typer.Context,
-    message: str = typer.Option(..., "-m", "--message", help="What the revision does."),
+    message: str = typer.Option("", "-m", "--message", help="What the revision does (required).",
+                                show_default=False),
     head: Optional[str] = typer.Option(None, "--head", help="Parent revision (default: the current head)."),
     branch_label: List[str] = typer.Option([], "--branch-label", help="Label for a new branch."),
     depends_on: List[str] = typer.Option([], "--depends-on", help="Revision that must be applied first."),

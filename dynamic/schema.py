@@ -297,11 +297,10 @@ def compare(declared: Schema, actual: Schema) -> list[Difference]:
     d_ttl, a_ttl = declared.ttl, actual.ttl
     if d_ttl.enabled != a_ttl.enabled or (d_ttl.enabled and d_ttl.attribute != a_ttl.attribute):
         by = declared.declared_by.get("ttl")
-        what = "declares TTL" if by else "leaves TTL"
+        what = f"turns it on for {d_ttl.attribute}" if d_ttl.enabled else "turns it on" if not by else "turns it off"
         status = f" ({a_ttl.status})" if a_ttl.status not in ("ENABLED", "DISABLED", "") else ""
         out.append(Difference("ttl", "TTL", d_ttl, a_ttl, by,
-                              f"TTL: {_by(by)} {what} {d_ttl.describe()}; the table has it "
-                              f"{a_ttl.describe()}{status}"))
+                              f"TTL: {_by(by)} {what}; the table has it {a_ttl.describe()}{status}"))
     for name in COMPARED_SETTINGS:
         if name not in declared.settings:
             continue

@@ -119,24 +119,24 @@ def test_an_index_being_deleted_is_gone_and_one_being_created_is_there():
 
 @pytest.mark.parametrize("want, have, message", [
     (schema.Ttl(True, "ExpiresAt"), {"TimeToLiveStatus": "DISABLED"},
-     "TTL: revision rev2 declares TTL on ExpiresAt; the table has it off"),
+     "TTL: revision rev2 turns it on for ExpiresAt; the table has it off"),
     (schema.Ttl(True, "ExpiresAt"), {"TimeToLiveStatus": "ENABLED", "AttributeName": "Expiry"},
-     "TTL: revision rev2 declares TTL on ExpiresAt; the table has it on Expiry"),
+     "TTL: revision rev2 turns it on for ExpiresAt; the table has it on Expiry"),
     (schema.Ttl(False), {"TimeToLiveStatus": "ENABLING", "AttributeName": "Expiry"},
-     "TTL: revision rev2 declares TTL off; the table has it on Expiry (ENABLING)"),
+     "TTL: revision rev2 turns it off; the table has it on Expiry (ENABLING)"),
     (schema.Ttl(True, "ExpiresAt"), {"TimeToLiveStatus": "DISABLING", "AttributeName": "ExpiresAt"},
-     "TTL: revision rev2 declares TTL on ExpiresAt; the table has it off (DISABLING)"),
+     "TTL: revision rev2 turns it on for ExpiresAt; the table has it off (DISABLING)"),
 ])
 def test_ttl_differences(want, have, message):
     diffs = schema.compare(declared(ttl=want), schema.actual_schema(table_desc(), have))
     assert [x.message for x in diffs] == [message]
 
 
-def test_ttl_no_revision_mentions_is_off():
+def test_ttl_that_no_revision_mentions_is_off():
     s = schema.Schema()
     diffs = schema.compare(s, schema.actual_schema(table_desc(), {"TimeToLiveStatus": "ENABLED",
                                                                   "AttributeName": "Exp"}))
-    assert [x.message for x in diffs] == ["TTL: no applied revision leaves TTL off; the table has it on Exp"]
+    assert [x.message for x in diffs] == ["TTL: no applied revision turns it on; the table has it on Exp"]
 
 
 def test_settings_are_compared_only_once_declared():
