@@ -128,6 +128,8 @@ def revision(project: Project, message: str, *, head: str | None = None,
              branch_label: Sequence[str] = (), depends_on: Sequence[str] = (),
              rev_id: str | None = None) -> Path:
     """Create a new revision file on top of the current head (or ``head``)."""
+    if not message.strip():
+        raise UsageError("a revision needs a message: dyn revision -m \"what it does\"")
     graph = project.graph
     if head is not None:
         down = tuple(graph.resolve(head)) if head != "base" else ()

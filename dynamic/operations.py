@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 
 from . import backfill as engine
 from . import schema
-from .dynamo import THROTTLE_CODES, TableInfo, describe_table, describe_table_raw, error_code, table_info_from_description
+from .dynamo import (THROTTLE_CODES, TableInfo, describe_table, describe_table_raw, error_code,
+                     table_info_from_description)
 from .errors import DynError, Irreversible, UsageError
 
 _ser = TypeSerializer()
