@@ -136,7 +136,6 @@ class RecordingOp:
     """
 
     def __init__(self, client: Any, table_description: Mapping):
-        self._real = client
         self._base = copy.deepcopy(dict(table_description))
         self.table_name: str = self._base["TableName"]
         self.client = RecordingClient(self, client)
