@@ -15,13 +15,13 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from . import backfill as engine
-from . import schema
-from .dynamo import (THROTTLE_CODES, TableInfo, describe_table, describe_table_raw, error_code,
-                     table_info_from_description)
+from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
 from .errors import DynError, Irreversible, UsageError
+from . import schema  # key/projection normalisation, shared with the drift check
+from .dynamo import describe_table_raw, table_info_from_description
 
 _ser = TypeSerializer()
-KEY_TYPES = schema.KEY_TYPES
+KEY_TYPES = ("S", "N", "B")
 
 
 @dataclass
