@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from . import __version__, commands
 from .config import load_config
-from .errors import EXIT_ERROR, DynError
+from .errors import EXIT_ERROR, Drifted, DynError
 
 
 class _State:
@@ -166,13 +166,27 @@ def init(
 @app.command()
 def revision(
     ctx: typer.Context,
-    message: str = typer.Option(..., "-m", "--message", help="What the revision does."),
+    message: str = typer.Option("", "-m", "--message", help="What the revision does (required).",
+                                show_default=False),
     head: Optional[str] = typer.Option(None, "--head", help="Parent revision (default: the current head)."),
     branch_label: List[str] = typer.Option([], "--branch-label", help="Label for a new branch."),
     depends_on: List[str] = typer.Option([], "--depends-on", help="Revision that must be applied first."),
     rev_id: Optional[str] = typer.Option(None, "--rev-id", help="Use this revision id."),
+    autogenerate: bool = typer.Option(False, "--autogenerate", help="Adopt the table's indexes, TTL and "
+                                      "settings where they differ from what the applied revisions declare."),
 ) -> None:
     """Create a new revision file."""
+    if autogenerate:
+        r = commands.autogenerate(_project(ctx), message, head=head, branch_label=branch_label,
+                                  depends_on=depends_on, rev_id=rev_id)
+        if not r["path"]:
+            typer.echo(f"no drift: table {r['table']} matches what its applied revisions declare; "
+                       "no revision written")
+            return
+        for x in r["differences"]:
+            typer.echo(f"found: {x['message']}")
+        typer.echo(f"created {r['path']}")
+        return
     path = commands.revision(_project(ctx), message, head=head, branch_label=branch_label,
                              depends_on=depends_on, rev_id=rev_id)
     typer.echo(f"created {path}")
@@ -393,12 +407,25 @@ def stamp(
 
 
 @app.command()
-def check(ctx: typer.Context, json_: bool = JsonOpt) -> None:
-    """Exit 0 when the table is at head, 3 when revisions are pending (the CI gate)."""
-    d = commands.check(_project(ctx))
+def check(ctx: typer.Context,
+          drift: bool = typer.Option(False, "--drift", help="Also compare the table's indexes, TTL and "
+                                     "settings with what the applied revisions declare (exit 7 when they differ)."),
+          json_: bool = JsonOpt) -> None:
+    """Exit 0 when the table is at head, 3 when revisions are pending (the CI gate); with
+    --drift, 7 when its indexes, TTL or settings differ from what its revisions declare."""
+    try:
+        d = commands.check(_project(ctx), drift=drift)
+    except Drifted as e:
+        if json_:
+            _emit_json(e.differences)
+        else:
+            for x in e.differences:
+                typer.echo(x["message"])
+        raise
     if json_:
-        return _emit_json(d)
-    typer.echo(f"table {d['table']} is at head ({', '.join(d['heads']) or 'base'})")
+        return _emit_json(d["drift"] if drift else d)
+    typer.echo(f"table {d['table']} is at head ({', '.join(d['heads']) or 'base'})"
+               + (" and matches what its applied revisions declare" if drift else ""))
 
 
 @app.command("lock")

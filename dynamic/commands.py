@@ -11,6 +11,7 @@ store) and returns plain data; ``cli.py`` only parses arguments and renders what
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,7 +19,8 @@ from typing import Any, Callable, Sequence
 from . import dynamo
 from . import lock as locklib
 from .config import CONFIG_FILE, Config
-from .errors import ChecksumMismatch, DirtyState, MultipleHeads, NotAtHead, ProtectedTable, UsageError
+from .errors import (ChecksumMismatch, DirtyState, Drifted, MultipleHeads, NotAtHead, ProtectedTable, TableError,
+                     UsageError)
 from .graph import Revision
 from .operations import OpSettings
 from .runner import RunOptions, RunResult, Runner, checksum_warnings, irreversible_reason
@@ -158,6 +160,8 @@ def revision(project: Project, message: str, *, head: str | None = None,
              branch_label: Sequence[str] = (), depends_on: Sequence[str] = (),
              rev_id: str | None = None) -> Path:
     """Create a new revision file on top of the current head (or ``head``)."""
+    if not message.strip():
+        raise UsageError("a revision needs a message: dyn revision -m \"what it does\"")
     graph = project.graph
     if head is not None:
         down = tuple(graph.resolve(head)) if head != "base" else ()
@@ -381,8 +385,8 @@ def stamp(project: Project, target: str | None, *, purge: bool = False, dry_run:
     return runner.stamp(target, purge=purge)
 
 
-def check(project: Project) -> dict:
-    """Raise NotAtHead (exit 3) when revisions are pending, DirtyState when a step is in progress."""
+def _gate(project: Project):
+    """What `dyn check` checks, in its order; returns the version record when all is well."""
     g = project.graph
     record = project.store.read()
     project.store.check_format(record)
@@ -394,17 +398,123 @@ def check(project: Project) -> dict:
             project.log(f"warning: {w}")
         raise ChecksumMismatch(f"{changed[0]}{more}: restore the file, or accept the change with "
                                "`dyn stamp --reset-checksum REV`")
-    warnings: list[str] = []
     if record.dirty:
-        d = record.dirty
-        raise DirtyState(f"{d.get('direction')} of revision {d.get('revision')} is in progress "
-                         f"(started {d.get('started')} by {d.get('who')}): run `dyn upgrade` to resume")
+        raise _in_progress(record.dirty)
     pending = g.upgrade_plan(record.heads, g.heads)
     if pending:
         names = ", ".join(s.revision.revision for s in pending)
         raise NotAtHead(f"table {project.table.name} is not at head: {len(pending)} pending "
                         f"revision(s): {names}; run `dyn upgrade head`")
-    return {"table": project.table.name, "heads": list(record.heads), "at_head": True, "warnings": warnings}
+    return record
+
+
+def _in_progress(d: dict) -> DirtyState:
+    return DirtyState(f"{d.get('direction')} of revision {d.get('revision')} is in progress "
+                      f"(started {d.get('started')} by {d.get('who')}): run `dyn upgrade` to resume")
+
+
+def check(project: Project, *, drift: bool = False) -> dict:
+    """Raise NotAtHead (exit 3) when revisions are pending, DirtyState when a step is in progress.
+    With ``drift``, then also Drifted (exit 7) when the table's indexes, TTL or settings differ
+    from what its applied revisions declare (see :func:`drift`)."""
+    record = _gate(project)
+    out = {"table": project.table.name, "heads": list(record.heads), "at_head": True, "warnings": []}
+    if drift:
+        report = _drift_report(project, record)
+        if report.differences:
+            n = len(report.differences)
+            raise Drifted(
+                f"table {project.table.name} differs from what its applied revisions declare "
+                f"({n} difference{'s' if n > 1 else ''}): adopt what it has with "
+                f"`dyn revision --autogenerate -m \"adopt changes made outside dyn\"` and `dyn upgrade head`, "
+                "or undo the changes on the table",
+                [d.as_dict() for d in report.differences])
+        out["drift"] = []
+    return out
+
+
+@dataclass
+class _DriftReport:
+    table: str
+    description: dict
+    declared: Any  # drift.Declared
+    actual: Any  # schema.Schema
+    differences: list
+
+
+def _drift_report(project: Project, record: Any) -> _DriftReport:
+    from . import drift as driftlib
+    from . import schema as schemalib
+
+    name = project.config.require_table()
+    applied = [s.revision.revision for s in project.graph.upgrade_plan((), record.heads)]
+    desc = dynamo.describe_table_raw(project.client, name)
+    ttl = dynamo.describe_ttl(project.client, name)
+    declared = driftlib.declared_schema(project.scripts, applied, project.client, desc)
+    actual = schemalib.actual_schema(desc, ttl)
+    for arg, rev in sorted(declared.not_compared.items()):
+        project.log(f"note: update_table({arg}=...) of revision {rev} is not compared (dyn compares indexes, "
+                    f"TTL, {', '.join(schemalib.COMPARED_SETTINGS)})")
+    return _DriftReport(name, desc, declared, actual, schemalib.compare(declared.schema, actual))
+
+
+def drift(project: Project) -> dict:
+    """How the table's indexes, TTL and settings differ from what its applied revisions
+    declare: their ``upgrade(op)`` functions replayed, in graph order, against an op that
+    records schema operations and touches nothing. Reads only; no at-head check (see
+    ``check(project, drift=True)`` for the gate)."""
+    record = project.store.read()
+    project.store.check_format(record)
+    project.graph.check_known(record.heads)
+    if record.dirty:
+        raise _in_progress(record.dirty)
+    for w in checksum_warnings(project.scripts, record.checksums):
+        project.log(f"warning: {w}")
+    report = _drift_report(project, record)
+    present = [i for i in report.actual.indexes.values() if i.status != "DELETING"]
+    return {"table": report.table, "heads": list(record.heads),
+            "differences": [d.as_dict() for d in report.differences],
+            "indexes": len(present), "ttl": report.actual.ttl.describe(),
+            "not_compared": sorted(report.declared.not_compared)}
+
+
+def autogenerate(project: Project, message: str, *, rev_id: str | None = None, head: str | None = None,
+                 branch_label: Sequence[str] = (), depends_on: Sequence[str] = ()) -> dict:
+    """Write a revision whose upgrade declares what the table has where it differs from what
+    its applied revisions declare, and whose downgrade goes back. The table must be at head.
+    Returns ``{"table", "path", "differences"}``; ``path`` is None when there is no drift
+    (nothing is written)."""
+    from . import drift as driftlib
+
+    if head is not None:
+        raise UsageError("--autogenerate writes the new revision on top of the table's head: leave out --head")
+    if not message.strip():
+        raise UsageError('a revision needs a message: dyn revision --autogenerate -m "what it adopts"')
+    g = project.graph
+    if len(g.heads) > 1:
+        raise MultipleHeads(
+            f"multiple heads ({', '.join(g.heads)}): --autogenerate writes on top of one; join them with "
+            "`dyn merge heads -m \"merge heads\"` and `dyn upgrade head` first")
+    deps = tuple(g.resolve_id(d) for d in depends_on)
+    record = _gate(project)
+    report = _drift_report(project, record)
+    out = {"table": report.table, "path": None, "differences": [d.as_dict() for d in report.differences]}
+    if not report.differences:
+        return out
+    again = f"run `dyn revision --autogenerate -m {shlex.quote(message)}` again once it is ACTIVE"
+    if report.actual.table_status != "ACTIVE":
+        raise TableError(f"table {report.table} is {report.actual.table_status}: {again}")
+    for index in report.actual.indexes.values():
+        if index.status != "ACTIVE":
+            raise TableError(f"index {index.name} of table {report.table} is {index.status}: {again}")
+    pt = report.description.get("ProvisionedThroughput") or {}
+    throughput = ({k: int(pt.get(k) or 0) for k in ("ReadCapacityUnits", "WriteCapacityUnits")}
+                  if report.actual.settings.get("BillingMode") == "PROVISIONED" else None)
+    adopt = driftlib.adoption(report.table, report.differences, report.declared, throughput)
+    out["path"] = project.scripts.generate(
+        message, down_revision=tuple(g.heads), rev_id=rev_id, branch_labels=tuple(branch_label),
+        depends_on=deps, upgrades=adopt.upgrade, downgrades=adopt.downgrade, notes=adopt.notes)
+    return out
 
 
 def lock_status(project: Project) -> dict | None:

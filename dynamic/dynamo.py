@@ -157,8 +157,13 @@ def table_info_from_description(desc: dict) -> TableInfo:
 
 def describe_table(client: Any, table_name: str) -> TableInfo:
     """DescribeTable, with AWS failures turned into one actionable line."""
+    return table_info_from_description(describe_table_raw(client, table_name))
+
+
+def describe_table_raw(client: Any, table_name: str) -> dict:
+    """DescribeTable's ``Table``, with AWS failures turned into one actionable line."""
     try:
-        desc = client.describe_table(TableName=table_name)["Table"]
+        return client.describe_table(TableName=table_name)["Table"]
     except ClientError as e:
         if error_code(e) == "ResourceNotFoundException":
             raise TableError(
@@ -168,7 +173,14 @@ def describe_table(client: Any, table_name: str) -> TableInfo:
         raise translate(e, table_name, client) from None
     except Exception as e:  # connection, credentials
         raise translate(e, table_name, client) from None
-    return table_info_from_description(desc)
+
+
+def describe_ttl(client: Any, table_name: str) -> dict:
+    """DescribeTimeToLive's ``TimeToLiveDescription``, failures as one line."""
+    try:
+        return client.describe_time_to_live(TableName=table_name).get("TimeToLiveDescription") or {}
+    except Exception as e:
+        raise translate(e, table_name, client) from None
 
 
 def error_code(e: BaseException) -> str:

@@ -12,6 +12,7 @@ EXIT_NOT_AT_HEAD = 3
 EXIT_LOCKED = 4
 EXIT_DIRTY = 5
 EXIT_CHECKSUM = 6
+EXIT_DRIFT = 7
 
 
 class DynError(Exception):
@@ -89,6 +90,17 @@ class ChecksumMismatch(DynError):
     """An applied revision's file changed or disappeared since it ran."""
 
     exit_code = EXIT_CHECKSUM
+
+
+class Drifted(DynError):
+    """`dyn check --drift`: the table's indexes, TTL or settings differ from what its applied
+    revisions declare. ``differences`` holds them (dicts, as ``--json`` prints them)."""
+
+    exit_code = EXIT_DRIFT
+
+    def __init__(self, message: str, differences: list[dict] | None = None):
+        super().__init__(message)
+        self.differences = list(differences or [])
 
 
 class MigrationError(DynError):

@@ -16,6 +16,7 @@ READ = {
     "dynamodb:GetItem": "read the version record (heads, lock, step in progress)",
     "dynamodb:Query": "read history records (`dyn history --applied`, `dyn current -v`)",
     "dynamodb:BatchGetItem": "read history and checkpoints on partition-key-only tables",
+    "dynamodb:DescribeTimeToLive": "compare TTL with what the revisions declare (`dyn check --drift`)",
 }
 BOOKKEEPING = {
     "dynamodb:PutItem": "create the version record; write history and checkpoint records",

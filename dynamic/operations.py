@@ -18,6 +18,8 @@ from . import backfill as engine
 from .backfill.conditions import describe as describe_condition
 from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
 from .errors import DynError, Irreversible, UsageError
+from . import schema  # key/projection normalisation, shared with the drift check
+from .dynamo import describe_table_raw, table_info_from_description
 
 _ser = TypeSerializer()
 KEY_TYPES = ("S", "N", "B")
@@ -212,40 +214,41 @@ class Operations:
     # ---- schema -----------------------------------------------------------------------
     def create_gsi(self, name: str, partition_key: tuple[str, str], sort_key: tuple[str, str] | None = None,
                    projection: str | list[str] = "ALL", wait: bool = True,
-                   throughput: dict | None = None) -> bool:
-        """Add a global secondary index; a no-op when one of that name exists with the same keys."""
-        keys = [("HASH", partition_key)] + ([("RANGE", sort_key)] if sort_key else [])
-        for _, (attr, typ) in keys:
-            if typ not in KEY_TYPES:
-                raise UsageError(f"op.create_gsi({name!r}): key type of {attr!r} must be S, N or B, got {typ!r}")
-        info = describe_table(self.client, self.table_name)
+                   throughput: dict | None = None, replace: bool = False) -> bool:
+        """Add a global secondary index; a no-op when one of that name exists with the same keys.
+        With ``replace=True`` an index of that name defined otherwise (keys, key types or
+        projection) is deleted first, and one defined the same way is left alone."""
+        index = schema.index_from_args(name, partition_key, sort_key, projection, throughput)
+        desc = describe_table_raw(self.client, self.table_name)
+        info = table_info_from_description(desc)
         if name in info.gsis:
-            existing = [(k["KeyType"], k["AttributeName"]) for k in info.gsis[name]["KeySchema"]]
-            wanted = [(kt, attr) for kt, (attr, _) in keys]
-            if existing != wanted:
+            existing = schema.index_from_description(info.gsis[name], schema.attribute_types(desc))
+            if replace and not existing.same_definition(index):
+                if self.settings.dry_run:
+                    self.records.append(OpRecord("create_gsi", f"{name} (would replace)"))
+                    return True
+                self._log(f"index {name} on {self.table_name} is {existing.describe()}: replacing it")
+                self.delete_gsi(name, wait=True)
+                info = describe_table(self.client, self.table_name)
+            elif not existing.same_keys(index):
+                have = [(k["KeyType"], k["AttributeName"]) for k in existing.key_schema()]
+                want = [(k["KeyType"], k["AttributeName"]) for k in index.key_schema()]
                 raise DynError(
-                    f"index {name!r} already exists on {self.table_name} with keys {existing}, "
-                    f"not {wanted}: delete it first or use another name"
+                    f"index {name!r} already exists on {self.table_name} with keys {have}, "
+                    f"not {want}: delete it first, use another name, or pass replace=True"
                 )
-            self.records.append(OpRecord("create_gsi", f"{name} (already there)"))
-            return False
+            else:
+                self.records.append(OpRecord("create_gsi", f"{name} (already there)"))
+                return False
         if self.settings.dry_run:
             self.records.append(OpRecord("create_gsi", f"{name} (would create)"))
             return True
-        if isinstance(projection, str):
-            proj = {"ProjectionType": projection}
-        else:
-            proj = {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(projection)}
-        create = {
-            "IndexName": name,
-            "KeySchema": [{"AttributeName": attr, "KeyType": kt} for kt, (attr, _) in keys],
-            "Projection": proj,
-        }
+        create = {"IndexName": name, "KeySchema": index.key_schema(), "Projection": index.projection_dict()}
         if info.billing_mode == "PROVISIONED":
             create["ProvisionedThroughput"] = throughput or info.provisioned
         self._guard()
         self._update_table(
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for _, (a, t) in keys],
+            AttributeDefinitions=index.attribute_definitions(),
             GlobalSecondaryIndexUpdates=[{"Create": create}],
         )
         self._log(f"creating index {name} on {self.table_name}")
@@ -295,7 +298,12 @@ class Operations:
         return True
 
     def update_table(self, **kwargs: Any) -> dict:
-        """UpdateTable with any arguments (TableName is filled in); waits until ACTIVE."""
+        """UpdateTable with any arguments (TableName is filled in); waits until ACTIVE. A call
+        that only sets billing mode, stream, table class or deletion protection to what the
+        table already has is a no-op."""
+        if schema.settings_hold(describe_table_raw(self.client, self.table_name), kwargs):
+            self.records.append(OpRecord("update_table", f"{', '.join(sorted(kwargs))} (already so)"))
+            return {}
         if self.settings.dry_run:
             self.records.append(OpRecord("update_table", f"{sorted(kwargs)} (would update)"))
             return {}

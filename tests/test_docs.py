@@ -629,6 +629,30 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     assert runner.returncode == 4, (out, err)
     seen += s.lines + err.splitlines()
 
+    # drift: an index deleted and TTL turned on outside dyn; upgrades that cannot be replayed touching nothing
+    s = Scenario(tmp_path / "drift", local_client, url, {})
+    write_revision_file(s.versions, "ffff01", None, body='    op.create_gsi("GSI1", ("GSI1PK", "S"))\n')
+    s.dyn("upgrade", "head")
+    s.dyn("check", "--drift")
+    local_client.update_table(TableName=s.table, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "GSI1"}}])
+    local_client.update_time_to_live(TableName=s.table,
+                                     TimeToLiveSpecification={"Enabled": True, "AttributeName": "Exp"})
+    s.dyn("check", "--drift", code=7)
+    while local_client.describe_table(TableName=s.table)["Table"].get("GlobalSecondaryIndexes"):
+        time.sleep(0.1)  # DynamoDB Local refuses writes while an index is being deleted
+    write_revision_file(s.versions, "ffff02", "ffff01",
+                        body='    op.client.scan(TableName=op.table_name, Limit=1)["Items"][0]\n')
+    local_client.put_item(TableName=s.table, Item={"PK": {"S": "X#1"}, "SK": {"S": "X"}})
+    s.dyn("upgrade", "head")
+    s.dyn("check", "--drift", code=1)
+    write_revision_file(s.versions, "ffff02", "ffff01", body=(
+        '    import boto3\n'
+        f'    boto3.client("dynamodb", endpoint_url={url!r}, region_name="us-east-1").put_item(\n'
+        '        TableName=op.table_name, Item={"PK": {"S": "Y#1"}, "SK": {"S": "Y"}})\n'))
+    s.dyn("stamp", "--reset-checksum", "ffff02")
+    s.dyn("check", "--drift", code=1)
+    seen += s.lines
+
     # AWS: a missing table, an endpoint nobody listens on
     s = Scenario(tmp_path / "aws", local_client, url, {"eeee01": None})
     s.dyn("--table", "no-such-table", "current", code=1)
@@ -748,6 +772,7 @@ def test_iam_policies_allow_exactly_what_dyn_calls(tmp_path, ddb_local, local_cl
     for cfg in projects:
         p = commands.Project(cfg, client=recording_client(ddb_local.endpoint_url, reads))
         commands.check(p)
+        commands.drift(p)
         commands.current(p, verbose=True)
         commands.applied_history(p)
         commands.lock_status(p)
