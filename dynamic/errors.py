@@ -12,6 +12,7 @@ EXIT_NOT_AT_HEAD = 3
 EXIT_LOCKED = 4
 EXIT_DIRTY = 5
 EXIT_CHECKSUM = 6
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class DynError(Exception):
@@ -93,6 +94,12 @@ class ChecksumMismatch(DynError):
 
 class MigrationError(DynError):
     """A revision's upgrade/downgrade raised; the step is left dirty for a resume."""
+
+
+class Interrupted(DynError):
+    """Ctrl-C (SIGINT) stopped a run; the message says what the table is left with."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class Irreversible(DynError):

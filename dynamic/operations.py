@@ -52,8 +52,9 @@ class Operations:
     """What a revision can do to the table. Passed in, never global: explicit and thread-safe.
 
     ``checkpoints(index)`` returns the checkpoint store of the index-th data operation of this
-    step; ``guard()`` raises when the runner lost its lease; ``progress(label, total)`` makes a
-    progress reporter.
+    step; ``guard()`` raises when the runner lost its lease; ``progress(label, total, verb)`` makes a
+    progress reporter (``verb`` names what it counts as written: "updated", "would delete" ...);
+    ``log`` gets what the step is doing now (creating an index, waiting for it).
     """
 
     def __init__(
@@ -66,10 +67,10 @@ class Operations:
         is_meta: Callable[[dict], bool] | None = None,
         checkpoints: Callable[[int], Any] | None = None,
         guard: Callable[[], None] | None = None,
-        progress: Callable[[str, int | None], Any] | None = None,
+        progress: Callable[[str, int | None, str], Any] | None = None,
         log: Callable[[str], None] | None = None,
     ):
-        self.client = client
+        self._client = client
         self.table = table
         self.table_name = table.name
         self.settings = settings or OpSettings()
@@ -81,6 +82,20 @@ class Operations:
         self._log = log or (lambda msg: None)
         self._data_ops = 0
         self.records: list[OpRecord] = []
+        # whether this step may have written anything: a step that failed before writing leaves
+        # the table clean instead of marked in progress (raw client access counts as a write)
+        self.touched = False
+
+    @property
+    def client(self) -> Any:
+        """The raw boto3 client, for anything the methods here do not cover."""
+        self.touched = True
+        return self._client
+
+    def _writing(self) -> None:
+        """Called just before any write: the lease must still be held, and the step is touched."""
+        self.touched = True
+        self._guard()
 
     def irreversible(self, reason: str) -> None:
         """Call first thing in ``downgrade(op)``: this revision cannot be undone, and
@@ -88,10 +103,14 @@ class Operations:
         raise Irreversible(reason)
 
     # ---- data -------------------------------------------------------------------------
-    def _engine_kwargs(self, label: str) -> dict:
+    def _engine_kwargs(self, label: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
+        """The engine's arguments for the next data operation; ``verbs`` name what its progress
+        counts as written (done, dry run): the engine counts deletes as writes too."""
         index = self._data_ops
         self._data_ops += 1
         s = self.settings
+        if not s.dry_run:
+            self.touched = True
         return dict(
             exclude=self._exclude,
             is_meta=self._is_meta,
@@ -103,7 +122,8 @@ class Operations:
             dry_run=s.dry_run,
             max_wcu=s.max_wcu,
             max_rcu=s.max_rcu,
-            progress=self._progress(label, self.table.item_count) if self._progress else None,
+            progress=(self._progress(label, self.table.item_count, verbs[1] if s.dry_run else verbs[0])
+                      if self._progress else None),
             label=label,
         )
 
@@ -116,7 +136,7 @@ class Operations:
             kw["segments"] = segments
         if page_size is not None:
             kw["page_size"] = page_size
-        result = engine.backfill(self.client, self.table, update, filter=filter, **kw)
+        result = engine.backfill(self._client, self.table, update, filter=filter, **kw)
         self._record("backfill", _describe_filter(filter), result)
         return result
 
@@ -129,7 +149,7 @@ class Operations:
             if n in self.table.key_names:
                 raise UsageError(f"op.remove_attributes cannot remove key attribute {n!r}")
         kw = self._engine_kwargs(f"remove {', '.join(names)}")
-        result = engine.remove_attributes(self.client, self.table, names, filter=filter, **kw)
+        result = engine.remove_attributes(self._client, self.table, names, filter=filter, **kw)
         self._record("remove_attributes", f"{', '.join(names)} {_describe_filter(filter)}".strip(), result)
         return result
 
@@ -137,8 +157,8 @@ class Operations:
         """Delete every item matching ``filter`` (required: deleting everything is a table drop)."""
         if filter is None:
             raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft'))")
-        kw = self._engine_kwargs("delete items")
-        result = engine.delete_items(self.client, self.table, filter=filter, **kw)
+        kw = self._engine_kwargs("delete items", ("deleted", "would delete"))
+        result = engine.delete_items(self._client, self.table, filter=filter, **kw)
         self._record("delete_items", _describe_filter(filter), result)
         return result
 
@@ -166,9 +186,9 @@ class Operations:
         pending = {self.table_name: batch}
         attempt = 0
         while pending:
-            self._guard()
+            self._writing()
             try:
-                r = self.client.batch_write_item(RequestItems=pending)
+                r = self._client.batch_write_item(RequestItems=pending)
             except ClientError as e:
                 if error_code(e) not in THROTTLE_CODES:
                     raise
@@ -187,7 +207,7 @@ class Operations:
         for _, (attr, typ) in keys:
             if typ not in KEY_TYPES:
                 raise UsageError(f"op.create_gsi({name!r}): key type of {attr!r} must be S, N or B, got {typ!r}")
-        info = describe_table(self.client, self.table_name)
+        info = describe_table(self._client, self.table_name)
         if name in info.gsis:
             existing = [(k["KeyType"], k["AttributeName"]) for k in info.gsis[name]["KeySchema"]]
             wanted = [(kt, attr) for kt, (attr, _) in keys]
@@ -212,7 +232,7 @@ class Operations:
         }
         if info.billing_mode == "PROVISIONED":
             create["ProvisionedThroughput"] = throughput or info.provisioned
-        self._guard()
+        self._writing()
         self._update_table(
             AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for _, (a, t) in keys],
             GlobalSecondaryIndexUpdates=[{"Create": create}],
@@ -225,14 +245,14 @@ class Operations:
 
     def delete_gsi(self, name: str, wait: bool = True) -> bool:
         """Drop a global secondary index; a no-op when it is already gone."""
-        info = describe_table(self.client, self.table_name)
+        info = describe_table(self._client, self.table_name)
         if name not in info.gsis:
             self.records.append(OpRecord("delete_gsi", f"{name} (already gone)"))
             return False
         if self.settings.dry_run:
             self.records.append(OpRecord("delete_gsi", f"{name} (would delete)"))
             return True
-        self._guard()
+        self._writing()
         self._update_table(GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": name}}])
         self._log(f"deleting index {name} on {self.table_name}")
         if wait:
@@ -244,7 +264,7 @@ class Operations:
     def update_ttl(self, attribute: str, enabled: bool = True) -> bool:
         """Turn TTL on (or off) for ``attribute``; a no-op when already so."""
         try:
-            cur = self.client.describe_time_to_live(TableName=self.table_name)["TimeToLiveDescription"]
+            cur = self._client.describe_time_to_live(TableName=self.table_name)["TimeToLiveDescription"]
         except ClientError:
             cur = {}
         status = cur.get("TimeToLiveStatus", "DISABLED")
@@ -255,8 +275,8 @@ class Operations:
         if self.settings.dry_run:
             self.records.append(OpRecord("update_ttl", f"{attribute} (would turn {'on' if enabled else 'off'})"))
             return True
-        self._guard()
-        self.client.update_time_to_live(
+        self._writing()
+        self._client.update_time_to_live(
             TableName=self.table_name,
             TimeToLiveSpecification={"Enabled": enabled, "AttributeName": attribute},
         )
@@ -268,7 +288,7 @@ class Operations:
         if self.settings.dry_run:
             self.records.append(OpRecord("update_table", f"{sorted(kwargs)} (would update)"))
             return {}
-        self._guard()
+        self._writing()
         r = self._update_table(**kwargs)
         self._wait(_table_ready, "the table to become ACTIVE")
         self.records.append(OpRecord("update_table", ", ".join(sorted(kwargs))))
@@ -278,7 +298,7 @@ class Operations:
         # one change at a time: DynamoDB refuses an UpdateTable while another is in progress
         self._wait(_table_ready, "the table to become ACTIVE")
         try:
-            return self.client.update_table(TableName=self.table_name, **kwargs)
+            return self._client.update_table(TableName=self.table_name, **kwargs)
         except ClientError as e:
             msg = e.response.get("Error", {}).get("Message", str(e))
             raise DynError(f"UpdateTable on {self.table_name} failed: {error_code(e)}: {msg}") from None
@@ -288,7 +308,7 @@ class Operations:
         announced = False
         delay = min(0.05, self.settings.wait_poll)  # quick at first, then back off
         while True:
-            desc = self.client.describe_table(TableName=self.table_name)["Table"]
+            desc = self._client.describe_table(TableName=self.table_name)["Table"]
             if ready(desc):
                 return
             if time.monotonic() > deadline:
