@@ -269,24 +269,30 @@ class _ProbeOp:
         raise _Reached(name)
 
 
-def irreversible_reason(script: Any) -> str | None:
-    """Why a revision cannot be downgraded, or None. Declared by a module-level
-    ``irreversible = "why"``, by ``op.irreversible("why")`` or by raising
-    ``dynamic.Irreversible`` / ``NotImplementedError`` in ``downgrade`` before any operation."""
+def irreversible_how(script: Any) -> tuple[str, str] | None:
+    """How a revision declares that it cannot be downgraded, and why: ``("irreversible =",
+    why)`` for the module-level declaration, ``("op.irreversible()", why)``, or
+    ``("NotImplementedError", why)`` raised in ``downgrade`` before any operation; else None."""
     declared = getattr(script.module, "irreversible", None)
     if isinstance(declared, str) and declared:
-        return declared
+        return "irreversible =", declared
     if declared is True:
-        return "declared irreversible"
+        return "irreversible =", "declared irreversible"
     try:
         script.module.downgrade(_ProbeOp())
     except Irreversible as e:
-        return e.reason
+        return "op.irreversible()", e.reason
     except NotImplementedError as e:
-        return str(e) or "its downgrade() raises NotImplementedError"
+        return "NotImplementedError", str(e) or "its downgrade() raises NotImplementedError"
     except Exception:
         return None
     return None
+
+
+def irreversible_reason(script: Any) -> str | None:
+    """Why a revision cannot be downgraded, or None (see :func:`irreversible_how`)."""
+    how = irreversible_how(script)
+    return how[1] if how else None
 
 
 class Runner:
