@@ -6,6 +6,7 @@ No logic lives here. Errors become one line on stderr (`error: ...`) and an exit
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import traceback
@@ -18,10 +19,12 @@ from typer.core import TyperGroup
 from . import __version__, commands
 from .config import load_config
 from .errors import EXIT_ERROR, Drifted, DynError
+from .runner import ops_phrase
 
 
 class _State:
     debug = False
+    reporter: Any = None  # the command's Reporter, closed when the command ends
 
 
 class DynGroup(TyperGroup):
@@ -33,18 +36,42 @@ class DynGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
         except DynError as e:
+            _close_reporter()
             if _State.debug:
                 traceback.print_exc()
             typer.echo(f"error: {e.message}", err=True)
             raise typer.Exit(e.exit_code) from None
         except Exception as e:
+            _close_reporter()
             if _is_cli_control(e):  # usage errors, Exit, Abort: the CLI framework renders them
                 raise
             return _unexpected(e)
         except KeyboardInterrupt:
+            _close_reporter()
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130) from None
+        finally:
+            _close_reporter()
+
+
+def _close_reporter() -> None:
+    r, _State.reporter = _State.reporter, None
+    if r is not None and hasattr(r, "close"):
+        r.close()
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`dyn history | head -3`): what it wanted it has; stop quietly.
+    stdout now points at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    raise typer.Exit(0)
 
 
 _RELATIVE = re.compile(r"^[-+]\d+$")
@@ -53,7 +80,7 @@ _RELATIVE = re.compile(r"^[-+]\d+$")
 def _relative_targets_last(args: list[str]) -> list[str]:
     """`dyn downgrade -1` would read -1 as an option: move such targets after a `--`."""
     for i, a in enumerate(args):
-        if a in ("upgrade", "downgrade"):
+        if a in ("upgrade", "downgrade", "show"):
             rest = args[i + 1:]
             if "--" in rest:
                 return args
@@ -119,23 +146,19 @@ def main_options(
                                                "region": region, "profile": profile}}
 
 
-def _project(ctx: typer.Context, json_mode: bool = False, **overrides: Any) -> commands.Project:
+def _project(ctx: typer.Context, json_mode: bool = False, live: bool = False, **overrides: Any) -> commands.Project:
+    """The command's Project; ``live``: a command that runs steps or waits for the lock, whose
+    messages a terminal shows as one live display (else: plain lines on stderr)."""
     obj = ctx.obj or {}
     cfg = load_config(obj.get("config"), overrides={**obj.get("overrides", {}), **overrides})
-    return commands.Project(cfg, log=_log, progress=_progress_factory(json_mode))
+    from .progress import StreamReporter, make_reporter
+
+    _State.reporter = make_reporter(json_mode=json_mode) if live else StreamReporter(sys.stderr, sys.stderr)
+    return commands.Project(cfg, reporter=_State.reporter)
 
 
-def _log(msg: str) -> None:
+def _warn(msg: str) -> None:
     typer.echo(msg, err=True)
-
-
-def _progress_factory(json_mode: bool):
-    def make(label: str, total: int | None):
-        from .progress import make_progress
-
-        return make_progress(label, total, json_mode=json_mode)
-
-    return make
 
 
 def _emit_json(data: Any) -> None:
@@ -245,11 +268,9 @@ def history(
         if not data:
             typer.echo("no revisions applied to this table yet")
         for h in data:
-            counts = h.get("counts") or {}
-            c = ", ".join(f"{k} {v}" for k, v in counts.items() if k in ("scanned", "updated", "deleted", "put"))
+            what = "" if h.get("direction") == "stamp" else "  " + ops_phrase(h.get("ops") or [])
             typer.echo(f"{h.get('finished', h.get('started', ''))}  {h.get('direction', ''):5} "
-                       f"{h.get('revision', '')}  {h.get('who', '')}  {h.get('seconds', 0)}s"
-                       f"{('  ' + c) if c else ''}")
+                       f"{h.get('revision', '')}  {h.get('who', '')}  {h.get('seconds', 0)}s{what}")
         return
     data = commands.history(project, rev_range, verbose=verbose)
     if json_:
@@ -297,13 +318,13 @@ def current(ctx: typer.Context, verbose: bool = typer.Option(False, "-v", "--ver
     if d["dirty"]:
         x = d["dirty"]
         typer.echo(f"in progress: {x.get('direction')} of {x.get('revision')} since {x.get('started')} "
-                   f"by {x.get('who')}")
+                   f"by {x.get('who')}; {d['dirty_advice']}")
     if d["lock"]:
         lk = d["lock"]
         typer.echo(f"locked by {lk.get('host')}/{lk.get('pid')} since {lk.get('since')}")
     if verbose:
         for w in d.get("warnings", []):
-            typer.echo(f"warning: {w}")
+            _warn(f"warning: {w}")
         for h in d.get("history", []):
             typer.echo(f"  {h.get('finished', '')} {h.get('direction', '')} {h.get('revision', '')} "
                        f"by {h.get('who', '')} in {h.get('seconds', 0)}s")
@@ -315,26 +336,10 @@ DaskOpt = typer.Option(None, "--dask-scheduler", metavar="ADDRESS",
 
 
 def _render_run(r, json_: bool) -> None:
+    """Each step's line was printed as it ended (by the reporter); here the run's own line."""
     if json_:
         return _emit_json(r.as_dict())
-    if r.nothing_to_do:
-        where = ", ".join(r.heads_after) or "base"
-        typer.echo(f"nothing to do: the table is already at {where}")
-        return
-    prefix = "would run" if r.dry_run else "ran"
-    for s in r.steps:
-        typer.echo(f"{prefix} {s.direction}grade {s.revision}: {s.doc} ({s.seconds:.1f}s)")
-        for o in s.ops:
-            counts = o.get("counts") or {}
-            c = ", ".join(f"{k} {v}" for k, v in counts.items()
-                          if k in ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted",
-                                   "put", "would_put") and v)
-            typer.echo(f"    {o['op']} {o['detail']}{('  (' + c + ')') if c else ''}")
-    updated = sum(int(s.counts.get("updated", 0)) for s in r.steps)
-    typer.echo(f"{'would apply' if r.dry_run else 'applied'} {len(r.steps)} revision(s), "
-               f"{updated} item(s) {'to update' if r.dry_run else 'updated'}, in {r.seconds:.1f}s; "
-               f"heads now {', '.join(r.heads_after) or 'base'}" if not r.dry_run else
-               f"would apply {len(r.steps)} revision(s), {updated} item(s) to update; nothing was written")
+    typer.echo(r.line())
 
 
 @app.command()
@@ -354,7 +359,7 @@ def upgrade(
     json_: bool = JsonOpt,
 ) -> None:
     """Apply pending revisions up to TARGET."""
-    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
+    p = _project(ctx, json_, live=True, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
                  max_errors=max_errors, processes=processes, dask_scheduler=dask_scheduler)
     _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
                                confirm=_confirm()), json_)
@@ -377,7 +382,7 @@ def downgrade(
     json_: bool = JsonOpt,
 ) -> None:
     """Revert applied revisions down to TARGET."""
-    p = _project(ctx, json_, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
+    p = _project(ctx, json_, live=True, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
                  max_errors=max_errors, processes=processes, dask_scheduler=dask_scheduler)
     _render_run(commands.downgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
                                confirm=_confirm()), json_)
@@ -394,8 +399,8 @@ def stamp(
     json_: bool = JsonOpt,
 ) -> None:
     """Record TARGET as the table's revision without running anything."""
-    r = commands.stamp(_project(ctx), target, purge=purge, reset_checksum=reset_checksum, yes=yes,
-                       confirm=_confirm())
+    r = commands.stamp(_project(ctx, json_, live=True), target, purge=purge, reset_checksum=reset_checksum,
+                       yes=yes, confirm=_confirm())
     if isinstance(r, str):
         if json_:
             return _emit_json({"reset_checksum": r})
@@ -404,6 +409,10 @@ def stamp(
     if json_:
         return _emit_json(r.as_dict())
     typer.echo(f"stamped {', '.join(r.heads_after) or 'base'} (was {', '.join(r.heads_before) or 'base'})")
+    if r.cleared:
+        x = r.cleared
+        typer.echo(f"cleared the in-progress {x.get('direction')} of revision {x.get('revision')} (started "
+                   f"{x.get('started')} by {x.get('who')}) and its checkpoints: nothing it wrote was undone")
 
 
 @app.command()

@@ -23,16 +23,21 @@ from .errors import (ChecksumMismatch, DirtyState, Drifted, MultipleHeads, NotAt
                      UsageError)
 from .graph import Revision
 from .operations import OpSettings
-from .runner import RunOptions, RunResult, Runner, checksum_warnings, irreversible_reason
+from .progress import Reporter
+from .runner import (RunOptions, RunResult, Runner, checksum_warnings, dirty_advice, dirty_message,
+                     irreversible_reason, one_revision, utc_z)
 from .scripts import TEMPLATE_NAME, ScriptDirectory, render, templates_dir
 from .store import Store
 
 
 class Project:
-    """A configuration plus the things made from it on first use (client, table, store)."""
+    """A configuration plus the things made from it on first use (client, table, store).
+
+    Messages go to ``reporter`` (the CLI's live display or plain lines), else one line each to
+    ``log`` (e.g. ``print``); ``progress(label, total, verb)`` makes progress reporters."""
 
     def __init__(self, config: Config, *, client: Any = None, log: Callable[[str], None] | None = None,
-                 progress: Callable[[str, int | None], Any] | None = None):
+                 progress: Callable[..., Any] | None = None, reporter: Reporter | None = None):
         self.config = config
         self.scripts = ScriptDirectory(config.script_dir)
         self._client = client
@@ -40,7 +45,8 @@ class Project:
         self._data_client: Any = None
         self._table: dynamo.TableInfo | None = None
         self._store: Store | None = None
-        self.log = log or (lambda msg: None)
+        self.reporter = reporter or Reporter(log=log, progress=progress)
+        self.log = self.reporter.log
         self.progress = progress
 
     @property
@@ -109,6 +115,7 @@ class Project:
             log=self.log,
             progress=self.progress,
             backup=c.backup,
+            reporter=self.reporter,
         )
         self.graph  # load revision files before touching AWS: a broken file fails first
         return Runner(self.scripts, self.client, self.table, self.store, options,
@@ -171,7 +178,8 @@ def revision(project: Project, message: str, *, head: str | None = None,
             "or join them with `dyn merge heads`")
     else:
         down = tuple(graph.heads)
-    deps = tuple(graph.resolve_id(d) for d in depends_on)
+    deps = tuple(one_revision(graph, d, (_try_current(project) or ()) if _needs_table(d) else ())
+                 for d in depends_on)
     return project.scripts.generate(message, down_revision=down, rev_id=rev_id,
                                     branch_labels=tuple(branch_label), depends_on=deps)
 
@@ -207,18 +215,30 @@ def describe(project: Project, rev: Revision, current: Sequence[str] = ()) -> di
     }
 
 
+def _described(project: Project, rev: Revision, current: tuple[str, ...] | None) -> dict:
+    """``describe`` with the table's state when it could be read; without ``is_current`` and
+    ``applied`` when not (they would claim "not applied" for a table nobody looked at)."""
+    d = describe(project, rev, current or ())
+    if current is None:
+        d.pop("is_current")
+        d.pop("applied")
+    return d
+
+
 def heads(project: Project) -> list[dict]:
-    """The heads of the revision graph (files only)."""
+    """The heads of the revision graph; ``is_current`` / ``applied`` when the table is reachable."""
     g = project.graph
-    return [describe(project, g.get(h)) for h in g.heads]
+    current = _try_current(project)
+    return [_described(project, g.get(h), current) for h in g.heads]
 
 
 def branches(project: Project) -> list[dict]:
     """Branch points and the revisions that start each branch."""
     g = project.graph
+    current = _try_current(project)
     out = []
     for bp in sorted(g.branch_points):
-        d = describe(project, g.get(bp))
+        d = _described(project, g.get(bp), current)
         d["children"] = list(g.children(bp))
         out.append(d)
     return out
@@ -261,10 +281,7 @@ def history(project: Project, rev_range: str | None = None, *, verbose: bool = F
     revs = project.graph.history(start, end, current or ())
     out = []
     for r in revs:
-        d = describe(project, r, current or ())
-        if current is None:
-            d.pop("is_current")
-            d.pop("applied")
+        d = _described(project, r, current)
         if verbose:
             s = project.scripts.get(r.revision)
             d["checksum"] = s.checksum
@@ -274,12 +291,25 @@ def history(project: Project, rev_range: str | None = None, *, verbose: bool = F
     return out
 
 
+def _needs_table(ident: str) -> bool:
+    """Whether a target means something only against the table's heads (current, -1, +1 ...)."""
+    t = ident.strip()
+    return t == "current" or t[:1] in "+-" or "@" in t and t.split("@", 1)[1][:1] in "+-"
+
+
 def show(project: Project, rev: str) -> dict:
-    """One revision in full."""
+    """One revision in full; ``rev`` is an id, a prefix or a target (head, current, -1 ...)."""
     g = project.graph
-    rid = g.resolve_id(rev)
+    if _needs_table(rev):
+        record = project.store.read()
+        project.store.check_format(record)
+        g.check_known(record.heads)
+        current: tuple[str, ...] | None = tuple(record.heads)
+    else:
+        current = _try_current(project)
+    rid = one_revision(g, rev, current or ())
     s = project.scripts.get(rid)
-    d = describe(project, g.get(rid))
+    d = _described(project, g.get(rid), current)
     d["docstring"] = (s.module.__doc__ or "").strip()
     d["checksum"] = s.checksum
     d["children"] = list(g.children(rid))
@@ -298,20 +328,30 @@ def current(project: Project, *, verbose: bool = False) -> dict:
         "table": project.table.name,
         "heads": [{"revision": h, "is_head": g.is_head(h), "doc": g.get(h).doc} for h in record.heads],
         "at_head": set(record.heads) == set(g.heads),
-        "dirty": record.dirty,
+        "dirty": {**record.dirty, "started": utc_z(record.dirty.get("started"))} if record.dirty else None,
+        "dirty_advice": (dirty_advice(g, record.heads, record.dirty, project.scripts.versions)
+                         if record.dirty else None),
         "lock": _lock_dict(record.lock),
         "format": record.format,
         "dyn_version": record.dyn_version,
     }
     if verbose:
-        out["history"] = project.store.history()[:10]
+        out["history"] = applied_history(project)[:10]
         out["warnings"] = checksum_warnings(project.scripts, record.checksums)
     return out
 
 
+_TIMES = ("started", "finished", "recorded")
+
+
 def applied_history(project: Project) -> list[dict]:
     """The history records kept in the table, newest first."""
-    return project.store.history()
+    out = project.store.history()
+    for h in out:
+        for k in _TIMES:
+            if k in h:
+                h[k] = utc_z(h[k])
+    return out
 
 
 Confirm = Callable[[str], bool]
@@ -399,18 +439,13 @@ def _gate(project: Project):
         raise ChecksumMismatch(f"{changed[0]}{more}: restore the file, or accept the change with "
                                "`dyn stamp --reset-checksum REV`")
     if record.dirty:
-        raise _in_progress(record.dirty)
+        raise DirtyState(dirty_message(g, record.heads, record.dirty, project.scripts.versions))
     pending = g.upgrade_plan(record.heads, g.heads)
     if pending:
         names = ", ".join(s.revision.revision for s in pending)
         raise NotAtHead(f"table {project.table.name} is not at head: {len(pending)} pending "
                         f"revision(s): {names}; run `dyn upgrade head`")
     return record
-
-
-def _in_progress(d: dict) -> DirtyState:
-    return DirtyState(f"{d.get('direction')} of revision {d.get('revision')} is in progress "
-                      f"(started {d.get('started')} by {d.get('who')}): run `dyn upgrade` to resume")
 
 
 def check(project: Project, *, drift: bool = False) -> dict:
@@ -467,7 +502,7 @@ def drift(project: Project) -> dict:
     project.store.check_format(record)
     project.graph.check_known(record.heads)
     if record.dirty:
-        raise _in_progress(record.dirty)
+        raise DirtyState(dirty_message(project.graph, record.heads, record.dirty, project.scripts.versions))
     for w in checksum_warnings(project.scripts, record.checksums):
         project.log(f"warning: {w}")
     report = _drift_report(project, record)

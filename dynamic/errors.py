@@ -13,6 +13,7 @@ EXIT_LOCKED = 4
 EXIT_DIRTY = 5
 EXIT_CHECKSUM = 6
 EXIT_DRIFT = 7
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class DynError(Exception):
@@ -105,6 +106,12 @@ class Drifted(DynError):
 
 class MigrationError(DynError):
     """A revision's upgrade/downgrade raised; the step is left dirty for a resume."""
+
+
+class Interrupted(DynError):
+    """Ctrl-C (SIGINT) stopped a run; the message says what the table is left with."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class Irreversible(DynError):

@@ -11,6 +11,12 @@ The lock owner token is the fence: every write of the store is conditioned on
 ``lock_owner = :token``, so a runner whose lease was taken over cannot write anything more to
 dyn's records, even if it has not noticed yet; ``Lease.check()`` lets it notice before it
 writes to the user's items.
+
+A waiter on the same machine need not wait out a dead holder's lease: the lock records the
+holder's kernel boot id, PID namespace, pid and process start time, and when all of them
+match this machine and that process is gone, the lock is taken over at once. Hostnames
+repeat across containers and CI runners, and another PID namespace's processes are invisible
+here, so any difference, or anything that cannot be read, means: wait for the lease.
 """
 from __future__ import annotations
 
@@ -33,6 +39,78 @@ _SAFETY = 1 / 6
 _REMOVE_LOCK = "REMOVE " + ", ".join(f"#{a}" for a in LOCK_ATTRS)
 
 
+# ---- who is this process, and is the holder's process gone? ------------------------------
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return ""
+
+
+def boot_id() -> str:
+    """This kernel's boot id: different on another machine, container host or after a reboot."""
+    return _read_text("/proc/sys/kernel/random/boot_id")
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace (``pid:[4026531836]``): pids only mean something inside it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+class _NoProcess(Exception):
+    """No process has that pid here."""
+
+
+def _stat(pid: int | str) -> tuple[str, str]:
+    """(state, start time in clock ticks since boot) from /proc/<pid>/stat; ``_NoProcess`` when
+    there is no such process, ("", "") when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise _NoProcess(pid) from None
+    except OSError:
+        return "", ""
+    fields = text.rsplit(")", 1)[-1].split()  # the command name (field 2) may hold spaces and ')'
+    if len(fields) < 20:
+        return "", ""
+    return fields[0], fields[19]  # field 3 (state) and field 22 (starttime)
+
+
+def process_identity() -> dict[str, str]:
+    """What the lock records about its holder beyond the hostname; empty values when unknown."""
+    try:
+        start = _stat("self")[1]
+    except _NoProcess:
+        start = ""
+    return {"boot_id": boot_id(), "pid_ns": pid_namespace(), "start_time": start}
+
+
+def holder_is_gone(holder: LockInfo) -> bool:
+    """True only when the holder provably ran on this machine's running kernel, in this PID
+    namespace, and its process has exited (or its pid now belongs to a later process). Anything
+    that differs or cannot be read gives False: the caller waits for the lease."""
+    mine = process_identity()
+    if not (holder.boot_id and holder.pid_ns and holder.start_time and holder.pid > 0):
+        return False  # recorded by an older dyn, or a holder that could not read its identity
+    if not all(mine.values()):
+        return False  # no /proc here: nothing can be proved
+    if (holder.host, holder.boot_id, holder.pid_ns) != (socket.gethostname(), mine["boot_id"], mine["pid_ns"]):
+        return False
+    try:
+        state, start = _stat(holder.pid)
+    except _NoProcess:
+        return True
+    if not start:
+        return False
+    return start != holder.start_time or state in ("Z", "X")  # pid reused, or exited and not reaped
+
+
 def acquire(
     store: Store,
     *,
@@ -40,6 +118,7 @@ def acquire(
     timeout: float = 600,
     poll: float | None = None,
     on_wait: Callable[[LockInfo], None] | None = None,
+    on_countdown: Callable[[LockInfo, float, float], None] | None = None,
     host: str | None = None,
     pid: int | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -47,9 +126,12 @@ def acquire(
 ) -> Lease:
     """Take the table's migration lock, waiting up to ``timeout`` seconds for its holder.
 
-    A held lock is taken over only once its ``rvn`` stayed unchanged for the holder's whole
-    lease as measured on ``clock`` (a dead holder); ``on_wait(info)`` is called once per
-    distinct holder. Raises LockTimeout when the lock is still held after ``timeout``.
+    A held lock is taken over at once when its holder's process is provably gone from this
+    machine (:func:`holder_is_gone`), else only once its ``rvn`` stayed unchanged for the
+    holder's whole lease as measured on ``clock``. ``on_wait(info)`` is called once per
+    distinct holder, ``on_countdown(info, seconds_to_takeover, seconds_waited)`` at every
+    poll while waiting. Raises LockTimeout when the lock is still held after ``timeout``.
+    The Lease's ``taken_over`` / ``takeover_reason`` say whose lock it replaced and why.
     """
     lease_seconds = float(lease_seconds)
     if lease_seconds <= 0:
@@ -78,10 +160,14 @@ def acquire(
         holder_lease = holder.lease_seconds if holder.lease_seconds > 0 else lease_seconds
         if (holder.owner, holder.rvn) != seen:
             seen, seen_at = (holder.owner, holder.rvn), now
-        elif now - seen_at >= holder_lease:
+        takeover = ("its process is gone from this machine" if holder_is_gone(holder) else
+                    "its lease expired" if now - seen_at >= holder_lease else None)
+        if takeover:
+            # conditioned on the rvn just read: a holder that renewed meanwhile keeps the lock
             lease = _try_lock(store, lease_seconds, host, pid, clock, holder,
                               "#lock_owner = :old_owner AND #rvn = :seen_rvn",
-                              {":old_owner": {"S": holder.owner}, ":seen_rvn": {"S": holder.rvn}})
+                              {":old_owner": {"S": holder.owner}, ":seen_rvn": {"S": holder.rvn}},
+                              reason=takeover)
             if lease:
                 return lease
             continue
@@ -90,6 +176,8 @@ def acquire(
             if on_wait:
                 on_wait(holder)
         waited = now - start
+        if on_countdown:
+            on_countdown(holder, max(0.0, holder_lease - (now - seen_at)), waited)
         if waited >= timeout:
             expires_in = max(0, math.ceil(holder_lease - (now - seen_at)))
             raise LockTimeout(
@@ -100,28 +188,32 @@ def acquire(
 
 
 def _try_lock(store: Store, lease_seconds: float, host: str, pid: int, clock: Callable[[], float],
-              previous: LockInfo | None, condition: str, values: dict) -> Lease | None:
+              previous: LockInfo | None, condition: str, values: dict, reason: str | None = None) -> Lease | None:
     """One conditional write taking the lock; the Lease, or None if someone else won."""
     token, rvn = uuid.uuid4().hex, uuid.uuid4().hex
     wall = _wall()
+    # the identity proves only this process's own death: a pid given for someone else gets none
+    ident = process_identity() if pid == os.getpid() else {"boot_id": "", "pid_ns": "", "start_time": ""}
     info = LockInfo(owner=token, host=host, pid=pid, since=now_iso(),
-                    expires=round(wall + lease_seconds, 3), lease_seconds=lease_seconds, rvn=rvn)
+                    expires=round(wall + lease_seconds, 3), lease_seconds=lease_seconds, rvn=rvn, **ident)
     sent = clock()
     ok, item = store.update_record(
         update=("SET #lock_owner = :token, #lock_host = :host, #lock_pid = :pid, #lock_since = :since, "
-                "#lock_expires = :expires, #lock_lease = :lease, #rvn = :rvn"),
+                "#lock_expires = :expires, #lock_lease = :lease, #rvn = :rvn, #lock_boot_id = :boot, "
+                "#lock_pid_ns = :pidns, #lock_start_time = :start"),
         condition=condition,
         values={
             ":token": {"S": token}, ":host": {"S": host}, ":pid": {"N": str(pid)},
             ":since": {"S": info.since}, ":expires": {"N": repr(info.expires)},
-            ":lease": {"N": repr(lease_seconds)}, ":rvn": {"S": rvn}, **values,
+            ":lease": {"N": repr(lease_seconds)}, ":rvn": {"S": rvn}, ":boot": {"S": info.boot_id},
+            ":pidns": {"S": info.pid_ns}, ":start": {"S": info.start_time}, **values,
         },
     )
     if not ok:
         now_held = parse_lock(item)
         if not (now_held and now_held.owner == token):  # not a retried write of ours that landed
             return None
-    return Lease(store, info, clock=clock, renewed_at=sent, taken_over=previous)
+    return Lease(store, info, clock=clock, renewed_at=sent, taken_over=previous, takeover_reason=reason)
 
 
 class Lease:
@@ -130,11 +222,13 @@ class Lease:
     (releases on exit)."""
 
     def __init__(self, store: Store, info: LockInfo, *, clock: Callable[[], float] = time.monotonic,
-                 renewed_at: float | None = None, taken_over: LockInfo | None = None):
+                 renewed_at: float | None = None, taken_over: LockInfo | None = None,
+                 takeover_reason: str | None = None):
         self.store = store
         self.info = info
         self.token = info.owner
-        self.taken_over = taken_over  # the holder whose expired lease this one replaced
+        self.taken_over = taken_over  # the holder whose lock this one replaced (dead or expired)
+        self.takeover_reason = takeover_reason
         self._clock = clock
         self._renewed_at = clock() if renewed_at is None else renewed_at
         self._refused = False  # a renewal was refused: someone else holds the lock

@@ -61,8 +61,9 @@ class Operations:
     """What a revision can do to the table. Passed in, never global: explicit and thread-safe.
 
     ``checkpoints(index)`` returns the checkpoint store of the index-th data operation of this
-    step; ``guard()`` raises when the runner lost its lease; ``progress(label, total)`` makes a
-    progress reporter.
+    step; ``guard()`` raises when the runner lost its lease; ``progress(label, total, verb)`` makes a
+    progress reporter (``verb`` names what it counts as written: "updated", "would delete" ...);
+    ``log`` gets what the step is doing now (creating an index, waiting for it).
     """
 
     def __init__(
@@ -76,11 +77,11 @@ class Operations:
         is_meta: Callable[[dict], bool] | None = None,
         checkpoints: Callable[[int], Any] | None = None,
         guard: Callable[[], None] | None = None,
-        progress: Callable[[str, int | None], Any] | None = None,
+        progress: Callable[[str, int | None, str], Any] | None = None,
         log: Callable[[str], None] | None = None,
         source: tuple[str, str] | None = None,
     ):
-        self.client = client
+        self._client = client
         self._source = source  # (revision file, "up" | "down"): where a worker process finds our functions
         self._data_client = data_client or client
         self.table = table
@@ -94,6 +95,20 @@ class Operations:
         self._log = log or (lambda msg: None)
         self._data_ops = 0
         self.records: list[OpRecord] = []
+        # whether this step may have written anything: a step that failed before writing leaves
+        # the table clean instead of marked in progress (raw client access counts as a write)
+        self.touched = False
+
+    @property
+    def client(self) -> Any:
+        """The raw boto3 client, for anything the methods here do not cover."""
+        self.touched = True
+        return self._client
+
+    def _writing(self) -> None:
+        """Called just before any write: the lease must still be held, and the step is touched."""
+        self.touched = True
+        self._guard()
 
     def irreversible(self, reason: str) -> None:
         """Call first thing in ``downgrade(op)``: this revision cannot be undone, and
@@ -101,10 +116,14 @@ class Operations:
         raise Irreversible(reason)
 
     # ---- data -------------------------------------------------------------------------
-    def _engine_kwargs(self, label: str) -> dict:
+    def _engine_kwargs(self, label: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
+        """The engine's arguments for the next data operation; ``verbs`` name what its progress
+        counts as written (done, dry run): the engine counts deletes as writes too."""
         index = self._data_ops
         self._data_ops += 1
         s = self.settings
+        if not s.dry_run:
+            self.touched = True
         return dict(
             exclude=self._exclude,
             is_meta=self._is_meta,
@@ -116,7 +135,8 @@ class Operations:
             dry_run=s.dry_run,
             max_wcu=s.max_wcu,
             max_rcu=s.max_rcu,
-            progress=self._progress(label, self.table.item_count) if self._progress else None,
+            progress=(self._progress(label, self.table.item_count, verbs[1] if s.dry_run else verbs[0])
+                      if self._progress else None),
             label=label,
             write_mode=s.write_mode,
             checkpoint_interval=s.checkpoint_interval,
@@ -169,7 +189,7 @@ class Operations:
         filter and on what ``where`` read, so an item changed since the scan is decided again."""
         if filter is None and where is None:
             raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft')) or a where= predicate")
-        kw = self._engine_kwargs("delete items")
+        kw = self._engine_kwargs("delete items", ("deleted", "would delete"))
         result = engine.delete_items(self._data_client, self.table, filter=filter, where=where, **kw)
         detail = " ".join(x for x in (_describe_filter(filter), _describe_where(where)) if x)
         self._record("delete_items", detail, result)
@@ -199,9 +219,9 @@ class Operations:
         pending = {self.table_name: batch}
         attempt = 0
         while pending:
-            self._guard()
+            self._writing()
             try:
-                r = self.client.batch_write_item(RequestItems=pending)
+                r = self._client.batch_write_item(RequestItems=pending)
             except ClientError as e:
                 if error_code(e) not in THROTTLE_CODES:
                     raise
@@ -219,7 +239,7 @@ class Operations:
         With ``replace=True`` an index of that name defined otherwise (keys, key types or
         projection) is deleted first, and one defined the same way is left alone."""
         index = schema.index_from_args(name, partition_key, sort_key, projection, throughput)
-        desc = describe_table_raw(self.client, self.table_name)
+        desc = describe_table_raw(self._client, self.table_name)
         info = table_info_from_description(desc)
         if name in info.gsis:
             existing = schema.index_from_description(info.gsis[name], schema.attribute_types(desc))
@@ -229,7 +249,7 @@ class Operations:
                     return True
                 self._log(f"index {name} on {self.table_name} is {existing.describe()}: replacing it")
                 self.delete_gsi(name, wait=True)
-                info = describe_table(self.client, self.table_name)
+                info = describe_table(self._client, self.table_name)
             elif not existing.same_keys(index):
                 have = [(k["KeyType"], k["AttributeName"]) for k in existing.key_schema()]
                 want = [(k["KeyType"], k["AttributeName"]) for k in index.key_schema()]
@@ -246,7 +266,7 @@ class Operations:
         create = {"IndexName": name, "KeySchema": index.key_schema(), "Projection": index.projection_dict()}
         if info.billing_mode == "PROVISIONED":
             create["ProvisionedThroughput"] = throughput or info.provisioned
-        self._guard()
+        self._writing()
         self._update_table(
             AttributeDefinitions=index.attribute_definitions(),
             GlobalSecondaryIndexUpdates=[{"Create": create}],
@@ -259,14 +279,14 @@ class Operations:
 
     def delete_gsi(self, name: str, wait: bool = True) -> bool:
         """Drop a global secondary index; a no-op when it is already gone."""
-        info = describe_table(self.client, self.table_name)
+        info = describe_table(self._client, self.table_name)
         if name not in info.gsis:
             self.records.append(OpRecord("delete_gsi", f"{name} (already gone)"))
             return False
         if self.settings.dry_run:
             self.records.append(OpRecord("delete_gsi", f"{name} (would delete)"))
             return True
-        self._guard()
+        self._writing()
         self._update_table(GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": name}}])
         self._log(f"deleting index {name} on {self.table_name}")
         if wait:
@@ -278,7 +298,7 @@ class Operations:
     def update_ttl(self, attribute: str, enabled: bool = True) -> bool:
         """Turn TTL on (or off) for ``attribute``; a no-op when already so."""
         try:
-            cur = self.client.describe_time_to_live(TableName=self.table_name)["TimeToLiveDescription"]
+            cur = self._client.describe_time_to_live(TableName=self.table_name)["TimeToLiveDescription"]
         except ClientError:
             cur = {}
         status = cur.get("TimeToLiveStatus", "DISABLED")
@@ -289,8 +309,8 @@ class Operations:
         if self.settings.dry_run:
             self.records.append(OpRecord("update_ttl", f"{attribute} (would turn {'on' if enabled else 'off'})"))
             return True
-        self._guard()
-        self.client.update_time_to_live(
+        self._writing()
+        self._client.update_time_to_live(
             TableName=self.table_name,
             TimeToLiveSpecification={"Enabled": enabled, "AttributeName": attribute},
         )
@@ -301,13 +321,13 @@ class Operations:
         """UpdateTable with any arguments (TableName is filled in); waits until ACTIVE. A call
         that only sets billing mode, stream, table class or deletion protection to what the
         table already has is a no-op."""
-        if schema.settings_hold(describe_table_raw(self.client, self.table_name), kwargs):
+        if schema.settings_hold(describe_table_raw(self._client, self.table_name), kwargs):
             self.records.append(OpRecord("update_table", f"{', '.join(sorted(kwargs))} (already so)"))
             return {}
         if self.settings.dry_run:
             self.records.append(OpRecord("update_table", f"{sorted(kwargs)} (would update)"))
             return {}
-        self._guard()
+        self._writing()
         r = self._update_table(**kwargs)
         self._wait(_table_ready, "the table to become ACTIVE")
         self.records.append(OpRecord("update_table", ", ".join(sorted(kwargs))))
@@ -317,7 +337,7 @@ class Operations:
         # one change at a time: DynamoDB refuses an UpdateTable while another is in progress
         self._wait(_table_ready, "the table to become ACTIVE")
         try:
-            return self.client.update_table(TableName=self.table_name, **kwargs)
+            return self._client.update_table(TableName=self.table_name, **kwargs)
         except ClientError as e:
             msg = e.response.get("Error", {}).get("Message", str(e))
             raise DynError(f"UpdateTable on {self.table_name} failed: {error_code(e)}: {msg}") from None
@@ -327,7 +347,7 @@ class Operations:
         announced = False
         delay = min(0.05, self.settings.wait_poll)  # quick at first, then back off
         while True:
-            desc = self.client.describe_table(TableName=self.table_name)["Table"]
+            desc = self._client.describe_table(TableName=self.table_name)["Table"]
             if ready(desc):
                 return
             if time.monotonic() > deadline:
@@ -435,8 +455,8 @@ class _CaptureOperations(Operations):
         super().__init__(None, table, settings=OpSettings(dry_run=True, processes=1))
         self._want = index
 
-    def _engine_kwargs(self, label: str) -> dict:
-        kw = super()._engine_kwargs(label)
+    def _engine_kwargs(self, label: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
+        kw = super()._engine_kwargs(label, verbs)
         kw["executor"] = _Capture() if self._data_ops - 1 == self._want else _Skip()
         return kw
 

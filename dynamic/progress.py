@@ -1,18 +1,22 @@
-"""Progress of a long data operation: a rich bar on a terminal, a plain line every few
-seconds in CI logs, or nothing.
+"""What a run shows while it works: progress of a long data operation (a rich bar on a
+terminal, a plain line every few seconds in CI logs, or nothing), and the :class:`Reporter`
+that a run's messages, steps and lock waits go through.
 
 The backfill engine calls ``advance(scanned=, matched=, updated=)`` from its worker threads
 (once a page per segment) and ``close()`` once at the end; every reporter here is
-thread-safe. ``make_progress`` picks one from where the output goes.
+thread-safe. ``updated`` counts what the operation writes, whatever it is: a reporter's
+``verb`` ("updated", "deleted", "would update" ...) says what to call it. ``make_progress``
+picks one from where the output goes; ``make_reporter`` does the same for a whole run.
 """
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from typing import IO, Any, Protocol
+from typing import IO, Any, Callable, Protocol
 
-__all__ = ["Progress", "NullProgress", "PlainProgress", "RichProgress", "make_progress"]
+__all__ = ["Progress", "NullProgress", "PlainProgress", "RichProgress", "make_progress",
+           "Reporter", "StreamReporter", "TerminalReporter", "make_reporter"]
 
 
 class Progress(Protocol):
@@ -44,8 +48,9 @@ class NullProgress:
 class _Counts:
     """Counts, rate and ETA shared by the reporters."""
 
-    def __init__(self, label: str, total: int | None):
+    def __init__(self, label: str, total: int | None, verb: str = "updated"):
         self.label = label
+        self.verb = verb
         self.total = total if total and total > 0 else None
         self.scanned = self.matched = self.updated = 0
         self.started = time.monotonic()
@@ -69,7 +74,7 @@ class _Counts:
             parts.append(f"scanned {scanned:,}/~{total:,} ({pct:.0f}%)")
         else:
             parts.append(f"scanned {scanned:,}")
-        parts.append(f"updated {updated:,}")
+        parts.append(f"{self.verb} {updated:,}")
         parts.append(f"{rate:,.0f} items/s")
         if final:
             parts.append(f"in {_duration(elapsed)}")
@@ -91,10 +96,11 @@ class PlainProgress:
     hours), so the total is shown as ``~N``."""
 
     def __init__(self, label: str, total: int | None, *, stream: IO[str] | None = None,
-                 interval: float = 5.0):
-        self._c = _Counts(label, total)
+                 interval: float = 5.0, verb: str = "updated", final_line: bool = True):
+        self._c = _Counts(label, total, verb)
         self._stream = stream if stream is not None else sys.stderr
         self._interval = interval
+        self._final_line = final_line  # off when the step's own line will say the totals
         self._last = time.monotonic()
         self._emit_lock = threading.Lock()
 
@@ -114,7 +120,8 @@ class PlainProgress:
             if self._c.closed:
                 return
             self._c.closed = True
-            self._write(self._c.line(final=True))
+            if self._final_line:
+                self._write(self._c.line(final=True))
 
     def _write(self, line: str) -> None:
         try:
@@ -138,7 +145,8 @@ class RichProgress:
     """A rich progress bar: items scanned out of the table's ItemCount, items updated, rate
     and ETA. Rich refreshes it from its own thread; ``advance`` only adds to counters."""
 
-    def __init__(self, label: str, total: int | None, *, stream: IO[str] | None = None):
+    def __init__(self, label: str, total: int | None, *, stream: IO[str] | None = None,
+                 verb: str = "updated", transient: bool = False):
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -148,20 +156,20 @@ class RichProgress:
             TimeRemainingColumn,
         )
 
-        self._c = _Counts(label, total)
+        self._c = _Counts(label, total, verb)
         console = Console(file=stream if stream is not None else sys.stderr)
         self._bar = _RichBar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.fields[total_text]} scanned"),
-            TextColumn("{task.fields[updated]:,} updated"),
+            TextColumn(f"{{task.fields[updated]:,}} {verb}"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             refresh_per_second=5,
-            transient=False,
+            transient=transient,
         )
         self._task = self._bar.add_task(
             label, total=self._c.total, updated=0, rate="", total_text=f"~{total:,}" if self._c.total else "?"
@@ -205,15 +213,265 @@ class RichProgress:
         self.close()
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def make_progress(label: str, total: int | None, *, json_mode: bool = False,
-                  stream: IO[str] | None = None) -> Progress:
+                  stream: IO[str] | None = None, verb: str = "updated") -> Progress:
     """A bar on a terminal; plain lines when ``stream`` is not a TTY (CI) or in ``--json``
     mode (stdout carries the JSON, stderr plain lines without escape codes)."""
     stream = stream if stream is not None else sys.stderr
+    if _isatty(stream) and not json_mode:
+        return RichProgress(label, total, stream=stream, verb=verb)
+    return PlainProgress(label, total, stream=stream, verb=verb)
+
+
+# ---- a whole run ----------------------------------------------------------------------
+
+class Reporter:
+    """Where a run's messages go; the runner and ``op`` call these, the CLI chooses the kind.
+
+    This base hands every message, one line each, to ``log`` (``print``, a logger; nothing by
+    default) and makes a progress reporter only when ``progress(label, total)`` is given: what
+    the Python API does in a Lambda.
+
+    - ``log(msg)``: a line that stays (warnings, notices);
+    - ``status(msg)``: what the current step is doing now (creating an index, waiting for it);
+    - ``progress(label, total, verb)``: a reporter for one data operation;
+    - ``step_started(title)`` / ``step_finished(line)``: a step begins; it ended, ``line`` says
+      what it did (its one line); ``step_stopped()``: it raised instead;
+    - ``lock_wait(info, seconds_to_takeover, seconds_waited)``: still waiting for the lock;
+      ``lock_done()`` once the wait is over.
+    """
+
+    def __init__(self, log: Callable[[str], None] | None = None,
+                 progress: Callable[..., Progress] | None = None):
+        self._log = log
+        self._progress = progress
+        self._countdown = _Throttle(10.0)
+
+    def log(self, msg: str) -> None:
+        if self._log:
+            self._log(msg)
+
+    def status(self, msg: str) -> None:
+        self.log(msg)
+
+    def progress(self, label: str, total: int | None, verb: str = "updated") -> Progress:
+        if self._progress is None:
+            return NullProgress()
+        try:
+            return self._progress(label, total, verb)
+        except TypeError:  # a (label, total) factory
+            return self._progress(label, total)
+
+    def step_started(self, title: str) -> None:
+        self.log(title)
+
+    def step_finished(self, line: str) -> None:
+        self.log(line)
+
+    def step_stopped(self) -> None:
+        """The step raised: its error says the rest."""
+
+    def lock_wait(self, info: Any, seconds_to_takeover: float, waited: float) -> None:
+        if self._countdown.due():
+            self.log(_countdown_text(info, seconds_to_takeover))
+
+    def lock_done(self) -> None:
+        self._countdown = _Throttle(self._countdown.interval)
+
+
+class _Throttle:
+    """True at most once per ``interval`` seconds (the first call included)."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
+
+
+def _countdown_text(info: Any, seconds_to_takeover: float) -> str:
+    who = f"{getattr(info, 'host', '?')}/{getattr(info, 'pid', '?')}"
+    return (f"still waiting for the lock held by {who}: if it is dead, its lease runs out in "
+            f"{_duration(seconds_to_takeover)}")
+
+
+class StreamReporter(Reporter):
+    """For logs (CI, a pipe, ``--json``): plain lines on ``err``, step lines on ``out``, a
+    progress line every ``interval`` seconds, the lock countdown every ``interval`` too."""
+
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None, *, interval: float = 5.0):
+        super().__init__()
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self.interval = interval
+        self._countdown = _Throttle(interval)
+
+    def log(self, msg: str) -> None:
+        _write(self.err, msg)
+
+    def progress(self, label: str, total: int | None, verb: str = "updated") -> Progress:
+        # no last line: the step's own line says the totals
+        return PlainProgress(label, total, stream=self.err, interval=self.interval, verb=verb,
+                             final_line=False)
+
+    def step_started(self, title: str) -> None:
+        _write(self.err, f"{title} ...")  # in a log, a long step shows what it is while it runs
+
+    def step_finished(self, line: str) -> None:
+        _write(self.out, line)
+
+
+def _write(stream: IO[str], line: str) -> None:
     try:
-        tty = bool(stream.isatty())
-    except (AttributeError, ValueError):
-        tty = False
-    if tty and not json_mode:
-        return RichProgress(label, total, stream=stream)
-    return PlainProgress(label, total, stream=stream)
+        stream.write(line + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # a closed pipe (`dyn upgrade head | head -1`) must not stop a run
+        pass
+
+
+class TerminalReporter(Reporter):
+    """For a person at a terminal: while a step runs, one transient display on ``err`` (the
+    step, what it is doing, a bar per data operation, the lock countdown); when it ends, the
+    display goes and the step's one line is printed on ``out``. Nothing is printed twice."""
+
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None):
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress as _RichBar, TextColumn, TimeRemainingColumn
+
+        self.out = out if out is not None else sys.stdout
+        self.console = Console(file=err if err is not None else sys.stderr)
+        self._bars = _RichBar(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.fields[total_text]} scanned"),
+            TextColumn("{task.fields[written]:,} {task.fields[verb]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self._lock = threading.RLock()
+        self._live: Any = None
+        self._title = ""
+        self._status = ""
+
+    # the live display: started on demand, stopped (and erased) when a step or a wait ends
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.spinner import Spinner
+
+        head = Spinner("dots", text=self._title + (f": {self._status}" if self._status else ""))
+        return Group(head, self._bars.get_renderable()) if self._bars.tasks else head
+
+    def _show(self) -> None:
+        from rich.live import Live
+
+        with self._lock:
+            if self._live is None:
+                self._live = Live(get_renderable=self._render, console=self.console, transient=True,
+                                  refresh_per_second=8, redirect_stdout=False, redirect_stderr=True)
+                self._live.start()
+
+    def _hide(self) -> None:
+        with self._lock:
+            live, self._live = self._live, None
+            for task in list(self._bars.task_ids):
+                self._bars.remove_task(task)
+            self._status = ""
+        if live is not None:
+            live.stop()
+
+    def log(self, msg: str) -> None:
+        self.console.print(msg, markup=False, highlight=False, soft_wrap=True)  # above the display
+
+    def status(self, msg: str) -> None:
+        with self._lock:
+            self._status = msg
+        self._show()
+
+    def progress(self, label: str, total: int | None, verb: str = "updated") -> Progress:
+        self._show()
+        return _LiveBar(self._bars, self._lock, label, total, verb)
+
+    def step_started(self, title: str) -> None:
+        with self._lock:
+            self._title = title
+        self._show()
+
+    def step_finished(self, line: str) -> None:
+        self._hide()
+        _write(self.out, line)
+
+    def step_stopped(self) -> None:
+        self._hide()
+
+    def lock_wait(self, info: Any, seconds_to_takeover: float, waited: float) -> None:
+        with self._lock:
+            self._title = _countdown_text(info, seconds_to_takeover)
+        self._show()
+
+    def lock_done(self) -> None:
+        self._hide()
+        with self._lock:
+            self._title = ""
+
+    def close(self) -> None:
+        self._hide()
+
+
+class _LiveBar:
+    """One data operation's bar inside a TerminalReporter's display; gone when it closes."""
+
+    def __init__(self, bars: Any, lock: Any, label: str, total: int | None, verb: str):
+        self._c = _Counts(label, total, verb)
+        self._bars, self._lock = bars, lock
+        self._task = bars.add_task(label, total=self._c.total, written=0, verb=verb, rate="",
+                                   total_text=f"~{self._c.total:,}" if self._c.total else "?")
+
+    def advance(self, *, scanned: int = 0, matched: int = 0, updated: int = 0) -> None:
+        self._c.add(scanned, matched, updated)
+        c = self._c
+        with self._lock:
+            if c.closed:
+                return
+            elapsed = max(time.monotonic() - c.started, 1e-9)
+            total = c.total if c.total is None or c.scanned <= c.total else c.scanned
+            self._bars.update(self._task, completed=c.scanned, total=total, written=c.updated,
+                              rate=f"{c.scanned / elapsed:,.0f} items/s")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._c.closed:
+                return
+            self._c.closed = True
+            if self._task in self._bars.task_ids:
+                self._bars.remove_task(self._task)
+
+    @property
+    def counts(self) -> dict:
+        return {"scanned": self._c.scanned, "matched": self._c.matched, "updated": self._c.updated}
+
+
+def make_reporter(*, json_mode: bool = False, out: IO[str] | None = None,
+                  err: IO[str] | None = None) -> Reporter:
+    """The CLI's reporter: the live display when ``err`` is a terminal, plain lines otherwise.
+    With ``--json`` stdout carries only the JSON, so step lines go to ``err`` too."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    if json_mode:
+        return StreamReporter(err, err)
+    if _isatty(err):
+        return TerminalReporter(out, err)
+    return StreamReporter(out, err)

@@ -8,28 +8,30 @@ in one fenced transaction after it ran.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import getpass
 import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from . import __version__
 from . import lock as locklib
 from .dynamo import TableInfo
 from . import backup as backups
-from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError
-from .graph import RevisionGraph, Step, Target
 from .backfill.cluster import RemoteLease, preflight
+from .errors import DirtyState, DynError, GraphError, Interrupted, Irreversible, LeaseLost, MigrationError
+from .graph import RevisionGraph, Step, Target
 from .operations import Operations, OpSettings
+from .progress import Reporter
 from .scripts import ScriptDirectory
 from .store import Store, StoreCheckpoints
+from .store import now_iso as _store_now
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    """UTC now, to the millisecond, with a Z: the one timestamp format of dyn's records."""
+    return _store_now("milliseconds")
 
 
 def who() -> str:
@@ -47,8 +49,87 @@ class RunOptions:
     lock_timeout: float = 600.0
     settings: OpSettings = field(default_factory=OpSettings)
     log: Callable[[str], None] = lambda msg: None
-    progress: Callable[[str, int | None], Any] | None = None
+    progress: Callable[..., Any] | None = None
     backup: str = "none"
+    # where messages, steps and lock waits go; None: a Reporter over ``log`` and ``progress``
+    reporter: Reporter | None = None
+
+
+# ---- what a step did, in words ------------------------------------------------------------
+
+# data operations: op name -> (verb, dry-run verb, the counts key of what it wrote)
+_ITEM_OPS = {
+    "backfill": ("updated", "would update", "updated"),
+    "remove_attributes": ("updated", "would update", "updated"),
+    "delete_items": ("deleted", "would delete", "deleted"),
+    "put_items": ("put", "would put", "put"),
+}
+# schema operations: op name -> (what it did, what it acts on)
+_SCHEMA_OPS = {
+    "create_gsi": ("created index", "index"),
+    "delete_gsi": ("deleted index", "index"),
+    "update_ttl": ("set TTL", "TTL"),
+    "update_table": ("updated table", "table"),
+}
+# counts that are not item counts, or are said otherwise
+_NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "samples"}
+# how the other item counts read; a key not here reads as "<key> <n>"
+_COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "deleted": "deleted meanwhile"}
+
+
+def _n(value: Any) -> int | float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _items(n: float) -> str:
+    return f"{n:,.0f} item{'' if n == 1 else 's'}"
+
+
+def op_phrase(op: Mapping, dry_run: bool = False) -> str:
+    """One operation of a step in words: "updated 600 items (scanned 825, 4,163 items/s)",
+    "deleted 3 items", "would create index GSI1". The verb comes from the operation, never
+    from which counts happen to be there; counts it does not know are still shown."""
+    name, detail = str(op.get("op", "?")), str(op.get("detail", ""))
+    counts = op.get("counts") or {}
+    if name in _SCHEMA_OPS:
+        done, noun = _SCHEMA_OPS[name]
+        if detail.endswith(")") and " (" in detail:
+            what, note = detail[:-1].split(" (", 1)
+            return f"{note} {noun} {what}" if note.startswith("would ") else f"{noun} {what} {note}"
+        return f"{done} {detail}".strip()
+    if name in _ITEM_OPS:
+        verb, dry_verb, key = _ITEM_OPS[name]
+        written = _n(counts.get(key))
+        if written is None:
+            written = _n(counts.get(f"would_{key}")) or 0
+        main = f"{dry_verb if dry_run else verb} {_items(written)}"
+        skip = {key, f"would_{key}"}
+    else:
+        main, skip = f"{name} {detail}".strip(), set()
+    extra = []
+    scanned, seconds = _n(counts.get("scanned")), _n(counts.get("seconds"))
+    if scanned:
+        rate = f", {scanned / seconds:,.0f} items/s" if seconds else ""
+        extra.append(f"scanned {scanned:,.0f}{rate}")
+    for k, v in counts.items():
+        v = _n(v)
+        if k in skip or k in _NOT_COUNTS or not v or (name == "delete_items" and k == "deleted"):
+            continue
+        word = _COUNT_WORDS.get(k, k.replace("_", " "))
+        extra.append(f"{v:,.0f} {word}" if k in _COUNT_WORDS else f"{word} {v:,.0f}")
+    return main + (f" ({', '.join(extra)})" if extra else "")
+
+
+def ops_phrase(ops: Iterable[Mapping], dry_run: bool = False) -> str:
+    """A step's operations in words, ``; ``-separated; "no data operations" when it ran none."""
+    return "; ".join(op_phrase(o, dry_run) for o in ops) or "no data operations"
+
+
+def step_verb(direction: str, dry_run: bool = False) -> str:
+    """What a step in this direction is called: upgraded / reverted (would ... in a dry run)."""
+    if direction == "down":
+        return "would revert" if dry_run else "reverted"
+    return "would upgrade" if dry_run else "upgraded"
 
 
 @dataclass
@@ -60,6 +141,14 @@ class StepResult:
     ops: list[dict]
     counts: dict
     resumed: bool = False
+    dry_run: bool = False
+
+    def line(self) -> str:
+        """The step's one line: what it did, how many, how fast."""
+        when = "" if self.dry_run else f" in {self.seconds:.1f}s"
+        resumed = " (resumed)" if self.resumed else ""
+        return (f"{step_verb(self.direction, self.dry_run)} {self.revision}{resumed}{when}: "
+                f"{ops_phrase(self.ops, self.dry_run)} — {self.doc}")
 
 
 @dataclass
@@ -72,10 +161,22 @@ class RunResult:
     dry_run: bool
     seconds: float
     warnings: list[str]
+    cleared: dict | None = None  # stamp: the step in progress whose mark it removed
 
     @property
     def nothing_to_do(self) -> bool:
         return not self.steps
+
+    def line(self) -> str:
+        """The run in one line, after the steps' own lines."""
+        if self.nothing_to_do:
+            return f"nothing to do: the table is already at {', '.join(self.heads_after) or 'base'}"
+        n = len(self.steps)
+        what = f"{n} revision{'' if n == 1 else 's'}"
+        verb = step_verb("down" if self.command == "downgrade" else "up", self.dry_run)
+        if self.dry_run:
+            return f"dry run: {verb} {what}; nothing was written"
+        return f"{verb} {what} in {self.seconds:.1f}s; heads now {', '.join(self.heads_after) or 'base'}"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -98,6 +199,62 @@ def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list
     return out
 
 
+def utc_z(value: Any) -> Any:
+    """A timestamp as dyn writes them now (``...Z``): records of older dyns said ``+00:00``."""
+    return value[:-6] + "Z" if isinstance(value, str) and value.endswith("+00:00") else value
+
+
+def _heads_text(heads: Iterable[str]) -> str:
+    return ", ".join(heads) or "base"
+
+
+def resume_command(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping) -> str | None:
+    """The command that resumes the step ``dirty`` left in progress, or None when its revision
+    is not in the files. An up step: ``dyn upgrade R``. A down step: the downgrade target that
+    removes R and as little else as possible (``dyn downgrade R`` would keep R: it loops)."""
+    rev, direction = str(dirty.get("revision", "")), dirty.get("direction")
+    if rev not in graph.revisions:
+        return None
+    if direction == "up":
+        return f"dyn upgrade {rev}"
+    best: tuple[int, str] | None = None
+    for target in (*graph.get(rev).down_revision, "base"):
+        try:
+            plan = graph.downgrade_plan(heads, () if target == "base" else (target,))
+        except DynError:
+            continue
+        if any(s.revision.revision == rev and s.direction == "down" for s in plan):
+            if best is None or len(plan) < best[0]:
+                best = (len(plan), target)
+    return f"dyn downgrade {best[1]}" if best else None
+
+
+def dirty_advice(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, versions: Any = "") -> str:
+    """What to do about a step left in progress, naming commands that work from this state."""
+    rev, direction = dirty.get("revision"), dirty.get("direction")
+    stamp = f"`dyn stamp {heads[0] if heads else 'base'}`" if len(heads) <= 1 else None
+    cmd = resume_command(graph, heads, dirty)
+    if cmd is None:
+        where = f" from {versions}" if versions else ""
+        fix = f"restore the file, then `dyn upgrade {rev}` resumes it" if direction == "up" else \
+            "restore the file to resume it"
+        if stamp:
+            fix += (f"; or give the step up with {stamp} (records the table at "
+                    f"{_heads_text(heads)} and clears the mark; undo by hand what it wrote)")
+        return f"revision {rev}'s file is missing{where}: {fix}"
+    out = f"`{cmd}` resumes it"
+    if stamp:
+        out += f" (or, after repairing the items by hand, {stamp} clears the mark)"
+    return out
+
+
+def dirty_message(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, versions: Any = "") -> str:
+    """The one line about a step left in progress, for every command that meets one."""
+    return (f"{dirty.get('direction')} of revision {dirty.get('revision')} was left in progress by "
+            f"{dirty.get('who', '?')} at {utc_z(dirty.get('started', '?'))}: "
+            f"{dirty_advice(graph, heads, dirty, versions)}")
+
+
 class _Reached(Exception):
     """The probe reached a real operation: the downgrade does something, so it is reversible."""
 
@@ -113,24 +270,30 @@ class _ProbeOp:
         raise _Reached(name)
 
 
-def irreversible_reason(script: Any) -> str | None:
-    """Why a revision cannot be downgraded, or None. Declared by a module-level
-    ``irreversible = "why"``, by ``op.irreversible("why")`` or by raising
-    ``dynamic.Irreversible`` / ``NotImplementedError`` in ``downgrade`` before any operation."""
+def irreversible_how(script: Any) -> tuple[str, str] | None:
+    """How a revision declares that it cannot be downgraded, and why: ``("irreversible =",
+    why)`` for the module-level declaration, ``("op.irreversible()", why)``, or
+    ``("NotImplementedError", why)`` raised in ``downgrade`` before any operation; else None."""
     declared = getattr(script.module, "irreversible", None)
     if isinstance(declared, str) and declared:
-        return declared
+        return "irreversible =", declared
     if declared is True:
-        return "declared irreversible"
+        return "irreversible =", "declared irreversible"
     try:
         script.module.downgrade(_ProbeOp())
     except Irreversible as e:
-        return e.reason
+        return "op.irreversible()", e.reason
     except NotImplementedError as e:
-        return str(e) or "its downgrade() raises NotImplementedError"
+        return "NotImplementedError", str(e) or "its downgrade() raises NotImplementedError"
     except Exception:
         return None
     return None
+
+
+def irreversible_reason(script: Any) -> str | None:
+    """Why a revision cannot be downgraded, or None (see :func:`irreversible_how`)."""
+    how = irreversible_how(script)
+    return how[1] if how else None
 
 
 class Runner:
@@ -145,6 +308,8 @@ class Runner:
         self.table = table
         self.store = store
         self.options = options or RunOptions()
+        o = self.options
+        self.report: Reporter = o.reporter or Reporter(log=o.log, progress=o.progress)
 
     # ---- planning (no writes) ---------------------------------------------------------
     def _read(self):
@@ -152,6 +317,25 @@ class Runner:
         self.store.check_format(record)
         self.graph.check_known(record.heads)
         return record
+
+    def _acquire(self) -> locklib.Lease:
+        """The lock, waiting with a countdown; says so when it took over a dead runner's."""
+        try:
+            lease = locklib.acquire(
+                self.store,
+                lease_seconds=self.options.lease_seconds,
+                timeout=self.options.lock_timeout,
+                on_wait=lambda info: self.report.log(
+                    f"waiting for lock held by {info.host}/{info.pid} since {info.since}"),
+                on_countdown=self.report.lock_wait,
+            )
+        finally:
+            self.report.lock_done()
+        if lease.taken_over is not None:
+            old = lease.taken_over
+            self.report.log(f"took over the lock held by {old.host}/{old.pid} since {old.since}: "
+                            f"{lease.takeover_reason}")
+        return lease
 
     def plan(self, command: str, target: str) -> tuple[Any, Target, list[Step]]:
         """Resolve ``target`` against the table's current heads and plan the steps."""
@@ -197,7 +381,7 @@ class Runner:
         self.check_reversible(steps)
         warnings = checksum_warnings(self.scripts, record.checksums)
         for w in warnings:
-            self.options.log(f"warning: {w}")
+            self.report.log(f"warning: {w}")
         if steps and self.options.backup == "pitr":
             backups.require_pitr(self.client, self.table.name)
         if steps and self.options.settings.dask_scheduler:
@@ -210,13 +394,7 @@ class Runner:
         if not steps and not record.dirty:
             return RunResult(command, resolved.revisions, record.heads, record.heads, [], False,
                              time.monotonic() - t0, warnings)
-        lease = locklib.acquire(
-            self.store,
-            lease_seconds=self.options.lease_seconds,
-            timeout=self.options.lock_timeout,
-            on_wait=lambda info: self.options.log(
-                f"waiting for lock held by {info.host}/{info.pid} since {info.since}"),
-        )
+        lease = self._acquire()
         results: list[StepResult] = []
         with lease:
             record = self._read()  # another runner may have moved the table while we waited
@@ -228,7 +406,7 @@ class Runner:
             self.backup_arn = None
             if steps and self.options.backup == "on-demand":
                 self.backup_arn = backups.create_backup(self.client, self.table.name, steps[0].revision.revision)
-                self.options.log(f"backup taken: {self.backup_arn}")
+                self.report.log(f"backup taken: {self.backup_arn}")
             for step in steps:
                 lease.check()
                 resumed = bool(dirty) and _same_step(dirty, step)
@@ -254,15 +432,9 @@ class Runner:
         for i, s in enumerate(steps):
             if _same_step(dirty, s):
                 if i:
-                    self.options.log(f"resuming {s.direction} of {s.revision.revision} first")
+                    self.report.log(f"resuming {s.direction} of {s.revision.revision} first")
                 return [s] + steps[:i] + steps[i + 1:]
-        rev, direction = dirty.get("revision"), dirty.get("direction")
-        verb = "upgrade" if direction == "up" else "downgrade"
-        raise DirtyState(
-            f"{direction} of revision {rev} was left in progress by {dirty.get('who', '?')} "
-            f"at {dirty.get('started', '?')}: run `dyn {verb} {rev}` to resume it, or repair by hand "
-            f"and `dyn stamp` the table"
-        )
+        raise DirtyState(dirty_message(self.graph, record.heads, dirty, self.scripts.versions))
 
     def _operations(self, step: Step, lease: Any, dry_run: bool) -> Operations:
         rev, direction = step.revision.revision, step.direction
@@ -285,8 +457,8 @@ class Runner:
             checkpoints=(lambda i: StoreCheckpoints(self.store, lease, f"{rev}#{direction}#{i}", defer_clear=True))
             if lease else None,
             guard=lease.check if lease else None,
-            progress=self.options.progress,
-            log=self.options.log,
+            progress=self.report.progress,
+            log=self.report.status,
             source=(str(self.scripts.get(rev).path), direction),
         )
 
@@ -295,49 +467,57 @@ class Runner:
         fn = script.module.upgrade if step.direction == "up" else script.module.downgrade
         fn(op)
 
+    def _title(self, step: Step, dry_run: bool = False, resumed: bool = False) -> str:
+        verb = {"up": "upgrading", "down": "reverting"}.get(step.direction, step.direction)
+        if resumed:
+            verb = f"resuming the {step.direction}grade of"
+        return f"{'dry run: ' if dry_run else ''}{verb} {step.revision.revision} ({step.revision.doc})"
+
     def _dry_step(self, step: Step) -> StepResult:
         t = time.monotonic()
+        self.report.step_started(self._title(step, dry_run=True))
         op = self._operations(step, None, True)
         try:
             self._call(step, op)
+        except KeyboardInterrupt:
+            self.report.step_stopped()
+            raise Interrupted("interrupted during a dry run; nothing was written") from None
         except DynError:
+            self.report.step_stopped()
             raise
         except Exception as e:
+            self.report.step_stopped()
             raise MigrationError(
                 f"revision {step.revision.revision} {step.direction}grade failed in dry run: "
                 f"{type(e).__name__}: {e}") from e
-        return StepResult(step.revision.revision, step.direction, step.revision.doc,
-                          time.monotonic() - t, [r.as_dict() for r in op.records], op.totals())
+        result = StepResult(step.revision.revision, step.direction, step.revision.doc,
+                            time.monotonic() - t, [r.as_dict() for r in op.records], op.totals(),
+                            dry_run=True)
+        self.report.step_finished(result.line())
+        return result
 
     def _run_step(self, step: Step, lease: Any, counter: int, resumed: bool) -> StepResult:
         rev, direction = step.revision.revision, step.direction
         script = self.scripts.get(rev)
         started = now_iso()
         t = time.monotonic()
-        self.options.log(f"{'resuming' if resumed else 'running'} {direction}grade {rev}: {step.revision.doc}")
+        self.report.step_started(self._title(step, resumed=resumed))
+        dirty = {"revision": rev, "direction": direction, "started": started, "who": who(), "pid": os.getpid()}
         if not resumed:
-            self.store.begin_step(lease.token, {
-                "revision": rev, "direction": direction, "started": started,
-                "who": who(), "pid": os.getpid(),
-            })
+            self.store.begin_step(lease.token, dirty)
         op = self._operations(step, lease, False)
         try:
             self._call(step, op)
-        except (LeaseLost, DirtyState):
-            raise
-        except (NotImplementedError, Irreversible) as e:
-            # raised after the probe passed, perhaps mid-way: the step stays in progress
-            raise MigrationError(
-                f"revision {rev} ({script.revision.path}) {direction}grade stopped: "
-                f"{type(e).__name__}: {e}; it is left in progress") from e
-        except DynError as e:
-            raise type(e)(f"revision {rev} {direction}grade stopped: {e.message}; it is left in "
-                          "progress and resumes on the next run") from e
-        except Exception as e:
-            raise MigrationError(
-                f"revision {rev} {direction}grade failed: {type(e).__name__}: {e} "
-                f"({script.revision.path}); it is left in progress: fix it and run again to resume"
-            ) from e
+        except BaseException as e:
+            # a step that wrote nothing (and had written nothing before: not resumed) must not
+            # leave the table marked in progress
+            clean = (not resumed and not op.touched and not isinstance(e, LeaseLost)
+                     and self._clear_mark(lease))
+            failure = self._failure(step, e, clean, dirty)
+            self.report.step_stopped()
+            if failure is e:
+                raise
+            raise failure from (None if isinstance(e, KeyboardInterrupt) else e)
         seconds = time.monotonic() - t
         counts = op.totals()
         self.store.finish_step(
@@ -356,19 +536,56 @@ class Runner:
             checksum_set={rev: script.checksum} if direction == "up" else None,
             checksum_remove=[rev] if direction == "down" else None,
         )
-        self.options.log(f"done {direction}grade {rev} in {seconds:.1f}s")
-        return StepResult(rev, direction, step.revision.doc, seconds,
-                          [r.as_dict() for r in op.records], counts, resumed)
+        result = StepResult(rev, direction, step.revision.doc, seconds,
+                            [r.as_dict() for r in op.records], counts, resumed)
+        self.report.step_finished(result.line())
+        return result
+
+    def _clear_mark(self, lease: Any) -> bool:
+        """Remove the in-progress mark of a step that wrote nothing; False if that failed."""
+        try:
+            self.store.begin_step(lease.token, None)
+            return True
+        except Exception:
+            return False
+
+    def _failure(self, step: Step, e: BaseException, clean: bool, dirty: dict) -> BaseException:
+        """The error a step's exception becomes: what happened, and what the table is left with
+        (unchanged, or the step in progress and the command that resumes it)."""
+        rev, direction = step.revision.revision, step.direction
+        path = self.scripts.get(rev).revision.path
+        if isinstance(e, (LeaseLost, DirtyState)):
+            return e
+        if clean:
+            left = f"it wrote nothing: the table is unchanged, still at {_heads_text(step.heads_before)}"
+        else:
+            left = (f"it is left in progress: "
+                    f"{dirty_advice(self.graph, step.heads_before, dirty, self.scripts.versions)}")
+        if isinstance(e, KeyboardInterrupt):
+            return Interrupted(f"interrupted during {direction}grade of revision {rev}; {left}")
+        if isinstance(e, (NotImplementedError, Irreversible)):
+            # raised after the probe passed, perhaps mid-way
+            return MigrationError(f"revision {rev} ({path}) {direction}grade stopped: "
+                                  f"{type(e).__name__}: {e}; {left}")
+        if isinstance(e, DynError):
+            return type(e)(f"revision {rev} {direction}grade stopped: {e.message}; {left}")
+        if isinstance(e, Exception):
+            fix = "" if clean else "fix it, then "
+            if not clean:
+                left = f"it is left in progress: {fix}" + dirty_advice(
+                    self.graph, step.heads_before, dirty, self.scripts.versions)
+            return MigrationError(f"revision {rev} {direction}grade failed: {type(e).__name__}: {e} "
+                                  f"({path}); {left}")
+        return e  # SystemExit and the like: as they are
 
     def reset_checksum(self, target: str) -> str:
         """Accept an intended edit of an applied revision: record its file's current checksum."""
-        rev = self.graph.resolve_id(target)
         record = self.store.read()
         self.store.check_format(record)
+        rev = one_revision(self.graph, target, record.heads)
         if rev not in record.checksums:
             raise GraphError(f"revision {rev} is not applied to table {self.table.name}: nothing to reset")
-        lease = locklib.acquire(self.store, lease_seconds=self.options.lease_seconds,
-                                timeout=self.options.lock_timeout)
+        lease = self._acquire()
         with lease:
             self.store.reset_checksum(lease.token, rev, self.scripts.get(rev).checksum)
         return rev
@@ -385,9 +602,8 @@ class Runner:
         t = self.graph.resolve_target(target, heads)
         resolved = self.graph.stamp_heads(heads, t.revisions, branch=t.branch)  # NAME@: that branch only
         if self.options.dry_run:
-            return RunResult("stamp", resolved, record.heads, resolved, [], True, 0.0, [])
-        lease = locklib.acquire(self.store, lease_seconds=self.options.lease_seconds,
-                                timeout=self.options.lock_timeout)
+            return RunResult("stamp", resolved, record.heads, resolved, [], True, 0.0, [], record.dirty)
+        lease = self._acquire()
         with lease:
             record = self.store.read()
             applied = self.graph.closure(resolved)
@@ -398,7 +614,19 @@ class Runner:
                 checksums={r: self.scripts.get(r).checksum for r in applied},
                 purge=purge,
             )
-        return RunResult("stamp", resolved, record.heads, resolved, [], False, time.monotonic() - t0, [])
+        return RunResult("stamp", resolved, record.heads, resolved, [], False, time.monotonic() - t0, [],
+                         record.dirty)
+
+
+def one_revision(graph: RevisionGraph, ident: str, current: Iterable[str] = ()) -> str:
+    """The one revision ``ident`` names: an id or prefix, or a symbolic target (``head``,
+    ``current``, ``-1``, ``label@head`` ...) resolved against the table's ``current`` heads."""
+    ids = graph.resolve(ident, tuple(current))
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise GraphError(f"'{ident}' names no revision (it is base): name a revision")
+    raise GraphError(f"'{ident}' names {len(ids)} revisions ({', '.join(ids)}): name one of them")
 
 
 def _same_step(dirty: dict, step: Step) -> bool:

@@ -50,7 +50,8 @@ _TXN_BYTES = 3_500_000  # TransactWriteItems carries at most 4 MB
 CHECKPOINT_CHUNK = 100  # segment positions per checkpoint item (a key is at most ~3 KB: < 400 KB)
 
 # attributes of the version record (a table whose key is named like one of these is refused)
-LOCK_ATTRS = ("lock_owner", "lock_host", "lock_pid", "lock_since", "lock_expires", "lock_lease", "rvn")
+LOCK_ATTRS = ("lock_owner", "lock_host", "lock_pid", "lock_since", "lock_expires", "lock_lease", "rvn",
+              "lock_boot_id", "lock_pid_ns", "lock_start_time")
 RECORD_ATTRS = (
     "heads", "counter", "format", "dyn_version", "dirty", "checksums", "checkpoint_scopes",
     "history_index", "created", "updated", *LOCK_ATTRS,
@@ -145,7 +146,9 @@ def _is_av(value: Any) -> bool:
 @dataclass(frozen=True)
 class LockInfo:
     """Who holds the migration lock. ``expires`` is the holder's wall clock (for display only:
-    takeover decisions never compare clocks across machines); ``rvn`` changes on every heartbeat."""
+    takeover decisions never compare clocks across machines); ``rvn`` changes on every heartbeat.
+    ``boot_id``, ``pid_ns`` and ``start_time`` say which process on which running kernel holds
+    it, so a waiter on the same machine can tell that it died (empty when unknown)."""
 
     owner: str
     host: str
@@ -154,6 +157,9 @@ class LockInfo:
     expires: float
     lease_seconds: float
     rvn: str
+    boot_id: str = ""
+    pid_ns: str = ""
+    start_time: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,9 @@ def parse_lock(item: dict | None) -> LockInfo | None:
         expires=float(get("lock_expires", 0) or 0),
         lease_seconds=float(get("lock_lease", 0) or 0),
         rvn=str(get("rvn", "")),
+        boot_id=str(get("lock_boot_id", "")),
+        pid_ns=str(get("lock_pid_ns", "")),
+        start_time=str(get("lock_start_time", "")),
     )
 
 

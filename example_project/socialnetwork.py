@@ -4,15 +4,19 @@
     python socialnetwork.py seed [--users N]   # users, posts, organizations, repos, issues, PRs
     python socialnetwork.py query              # the access patterns the migrations delivered
 
-The endpoint comes from AWS_ENDPOINT_URL_DYNAMODB (scripts/demo.sh sets it); the table name
-from SOCIAL_TABLE (default SocialNetwork), as in dyn.toml.
+The endpoint comes from AWS_ENDPOINT_URL_DYNAMODB (scripts/demo.sh sets it), the region from
+AWS_REGION or AWS_DEFAULT_REGION (as dyn reads them); the table name from SOCIAL_TABLE
+(default SocialNetwork), as in dyn.toml.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 import boto3
 from boto3.dynamodb.conditions import Key
@@ -20,8 +24,34 @@ from boto3.dynamodb.conditions import Key
 TABLE = os.environ.get("SOCIAL_TABLE", "SocialNetwork")
 
 
+def _region() -> str | None:
+    # boto3 reads AWS_DEFAULT_REGION only; the docs (and dyn) say AWS_REGION
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
 def resource():
-    return boto3.resource("dynamodb")
+    return boto3.resource("dynamodb", region_name=_region())
+
+
+def client():
+    return boto3.client("dynamodb", region_name=_region())
+
+
+def wait_for_endpoint(timeout: float = 60.0) -> None:
+    """A DynamoDB Local started a moment ago (`... &`) takes a few seconds to listen."""
+    url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+    if not url:
+        return
+    u = urlparse(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((u.hostname, u.port or 80), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: nothing answers at {url}: start DynamoDB Local first") from None
+            time.sleep(0.25)
 
 
 def create_table(client, name: str = TABLE, *, reset: bool = False) -> None:
@@ -127,8 +157,18 @@ def main(argv=None) -> int:
     s.add_argument("--users", type=int, default=20)
     sub.add_parser("query")
     args = p.parse_args(argv)
+    if _region() is None and not boto3.session.Session().region_name:
+        print("error: no AWS region: export AWS_REGION=us-east-1 (or your region)", file=sys.stderr)
+        return 2
+    wait_for_endpoint()
     if args.cmd == "create":
-        create_table(boto3.client("dynamodb"), reset=args.reset)
+        c = client()
+        try:
+            create_table(c, reset=args.reset)
+        except c.exceptions.ResourceInUseException:
+            print(f"error: table {TABLE} already exists (an earlier run, or scripts/demo.sh): "
+                  f"`python {sys.argv[0]} create --reset` drops and recreates it", file=sys.stderr)
+            return 1
         print(f"created table {TABLE}")
     elif args.cmd == "seed":
         print(f"seeded {seed(users=args.users)} items into {TABLE}")

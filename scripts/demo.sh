@@ -17,8 +17,8 @@ up() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 if ! up; then
   echo "== starting DynamoDB Local on port $PORT (data kept in .demo-db/)"
   mkdir -p .demo-db
+  # it writes .demo-db/server.pid itself once it runs
   nohup "$PY" -m dynamic.local start --port "$PORT" --db-path "$ROOT/.demo-db" >.demo-db/server.log 2>&1 &
-  echo $! >.demo-db/server.pid
   for _ in $(seq 1 100); do up && break; sleep 0.2; done
   up || { echo "DynamoDB Local did not start; see .demo-db/server.log" >&2; exit 1; }
 fi

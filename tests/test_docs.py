@@ -28,7 +28,7 @@ The convention, by the fence's language (docs/testing.md, "The docs test", says 
   plugin's ini options.
 - ```json and ```yaml: parsed; a GitHub Actions workflow's ``run: dyn ...`` steps run as sh lines.
 - ```text (or no language): not run. In troubleshooting.md, text blocks that start with
-  ``error:``, ``warning:`` or ``waiting for lock`` must match what dyn really prints
+  ``error:``, ``warning:``, ``waiting for lock`` (and the other QUOTED starts) must match what dyn really prints
   (``<...>`` matching anything), produced by the scenarios at the end of this file.
 
 The page's project is an empty folder when the page's first dyn command is ``dyn init``, else a
@@ -449,7 +449,7 @@ def doc(name: str) -> str:
 
 
 def exit_code_rows(text: str) -> dict[int, str]:
-    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\|\s*(\d)\s*\|([^|]+)\|", text, re.M)}
+    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\|\s*(\d+)\s*\|([^|]+)\|", text, re.M)}
 
 
 def test_exit_code_tables_match_the_code():
@@ -494,7 +494,8 @@ def test_links_point_at_files_and_headings_that_exist():
 
 # ---- troubleshooting.md: the quoted messages are the real ones --------------------------
 
-QUOTED = ("error:", "warning:", "waiting for lock", "in progress:", "locked by")
+QUOTED = ("error:", "warning:", "waiting for lock", "in progress:", "locked by", "still waiting",
+          "took over", "cleared the")
 
 SLOW = '''\
 """slow"""
@@ -579,17 +580,27 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     s.dyn("current", code=1)
     seen += s.lines
 
-    # dirty: a revision that raises, then the commands that see the step in progress
+    # dirty: a revision that raises after writing, then the commands that see the step in progress
     s = Scenario(tmp_path / "dirty", local_client, url, {"cccc01": None})
     local_client.put_item(TableName=s.table, Item={"PK": {"S": "X#1"}, "SK": {"S": "X"}})
-    write_revision_file(s.versions, "cccc02", "cccc01", body="    raise ValueError('boom')\n")
+    write_revision_file(s.versions, "cccc02", "cccc01",
+                        body="    op.put_items([{'PK': 'P#1', 'SK': 'P'}])\n    raise ValueError('boom')\n")
     s.dyn("upgrade", "head", code=1)
     s.dyn("current")
     s.dyn("check", code=5)
     s.dyn("downgrade", "base", code=5)
+    f = next(s.versions.glob("cccc02_*.py"))
+    f.unlink()  # its file gone: the message says so
+    s.dyn("check", code=5)
+    s.dyn("stamp", "cccc01")  # gives the step up; says what it cleared
     write_revision_file(s.versions, "cccc02", "cccc01")
     s.dyn("upgrade", "head")
     assert "in progress" not in s.dyn("current").output
+    # a revision that raises before writing anything leaves nothing in progress
+    f = write_revision_file(s.versions, "cccc09", "cccc02", body="    raise ValueError('early')\n")
+    s.dyn("upgrade", "head", code=1)
+    assert "in progress" not in s.dyn("current").output
+    f.unlink()
     # a revision that cannot be undone
     f = write_revision_file(s.versions, "cccc03", "cccc02")
     f.write_text(f.read_text().replace("def downgrade(op):\n    pass",
@@ -614,20 +625,38 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
         f.unlink()
     for i in range(120):
         local_client.put_item(TableName=s.table, Item={"PK": {"S": f"S#{i}"}, "SK": {"S": "S"}})
-    runner = s.spawn("upgrade", "head")
-    try:
+    import signal
+    import time
+
+    def spawn_locked():
+        runner = s.spawn("upgrade", "head")
         for _ in range(200):
             if commands.lock_status(project):
                 break
-            import time
-
             time.sleep(0.05)
+        return runner
+
+    runner = spawn_locked()
+    try:
         s.dyn("unlock", "--yes")
         out, err = runner.communicate(timeout=60)
     finally:
         runner.kill()
     assert runner.returncode == 4, (out, err)
     seen += s.lines + err.splitlines()
+    # Ctrl-C mid-step, then a runner killed on this machine: taken over at once
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGKILL, -9)):
+        runner = spawn_locked()
+        try:
+            time.sleep(0.5)
+            runner.send_signal(sig)
+            out, err = runner.communicate(timeout=60)
+        finally:
+            runner.kill()
+        assert runner.returncode == code, (out, err)
+        seen += err.splitlines()
+    s.dyn("upgrade", "head")
+    seen += s.lines
 
     # drift: an index deleted and TTL turned on outside dyn; upgrades that cannot be replayed touching nothing
     s = Scenario(tmp_path / "drift", local_client, url, {})

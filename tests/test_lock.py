@@ -220,3 +220,170 @@ def test_lock_timeout_says_who_holds_it_and_what_to_do(any_client, leases):
         r"runner is dead its lease expires in [01]s; or run `dyn unlock --yes`", str(e.value)), str(e.value)
     with pytest.raises(LockTimeout):
         locklib.acquire(store, lease_seconds=1, timeout=0)
+
+
+# ---- a dead holder on this machine: its identity, checked against /proc ------------------
+
+HOLDER = """
+import sys, time, boto3
+from dynamic import lock
+from dynamic.dynamo import describe_table
+from dynamic.store import Store
+c = boto3.client("dynamodb", endpoint_url=sys.argv[1], region_name="us-east-1")
+lease = lock.acquire(Store(c, describe_table(c, sys.argv[2])), lease_seconds=60)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def _holder_process(local_client, store, endpoint):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, endpoint, store.table.name],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_identity_is_recorded_for_the_holding_process(local_client, leases):
+    store = make_store(local_client)
+    take(store, leases)
+    held = locklib.read_lock(store)
+    me = locklib.process_identity()
+    assert held.boot_id == me["boot_id"] and held.pid_ns == me["pid_ns"] and held.start_time == me["start_time"]
+    assert held.boot_id and held.pid_ns.startswith("pid:[") and held.start_time.isdigit()
+    # a pid given for someone else: nothing about this process is claimed for it
+    other = make_store(local_client)
+    take(other, leases, pid=1)
+    assert locklib.read_lock(other).start_time == ""
+
+
+def test_a_holder_killed_on_this_machine_is_taken_over_at_once(local_client, ddb_local, leases):
+    import signal
+
+    store = make_store(local_client)
+    holder = _holder_process(local_client, store, ddb_local.endpoint_url)
+    assert locklib.holder_is_gone(locklib.read_lock(store)) is False  # alive: wait
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    t0 = time.monotonic()
+    lease = take(store, leases, lease_seconds=60, timeout=10)  # the holder's lease is 60 s
+    took = time.monotonic() - t0
+    print(f"takeover of a kill -9'd holder on this machine: {took * 1000:.0f} ms (lease 60 s)")
+    assert lease.taken_over.pid == holder.pid
+    assert lease.takeover_reason == "its process is gone from this machine"
+
+
+def test_a_killed_holder_not_yet_reaped_is_gone_too(local_client, ddb_local, leases):
+    """A zombie (its parent has not waited for it yet) cannot do anything more."""
+    import signal
+
+    store = make_store(local_client)
+    holder = _holder_process(local_client, store, ddb_local.endpoint_url)
+    try:
+        holder.send_signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        while locklib._stat(holder.pid)[0] not in ("Z", "X") and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        assert locklib.holder_is_gone(locklib.read_lock(store))
+    finally:
+        holder.wait()
+
+
+def _fake_holder(store, **identity):
+    """A lock record as a holder would write it, with some of its identity changed."""
+    from dataclasses import replace
+
+    gone = subprocess_pid_of_an_exited_process()
+    me = locklib.process_identity()
+    info = replace(locklib.LockInfo(owner="dead-owner", host=__import__("socket").gethostname(), pid=gone,
+                                    since="2026-01-01T00:00:00Z", expires=0, lease_seconds=5, rvn="r1",
+                                    boot_id=me["boot_id"], pid_ns=me["pid_ns"], start_time="123"), **identity)
+    store.ensure_record()
+    ok, _ = store.update_record(
+        update=("SET #lock_owner = :o, #lock_host = :h, #lock_pid = :p, #lock_since = :s, #lock_expires = :e, "
+                "#lock_lease = :l, #rvn = :r, #lock_boot_id = :b, #lock_pid_ns = :n, #lock_start_time = :t"),
+        condition="attribute_not_exists(#lock_owner)",
+        values={":o": {"S": info.owner}, ":h": {"S": info.host}, ":p": {"N": str(info.pid)},
+                ":s": {"S": info.since}, ":e": {"N": "0"}, ":l": {"N": "5"}, ":r": {"S": info.rvn},
+                ":b": {"S": info.boot_id}, ":n": {"S": info.pid_ns}, ":t": {"S": info.start_time}})
+    assert ok
+    return info
+
+
+def subprocess_pid_of_an_exited_process() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+class FakeTime:
+    """A clock that only moves when the waiter sleeps: lease waits take no real time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
+def test_same_identity_and_the_process_gone_takes_over_without_waiting(any_client, leases):
+    store = make_store(any_client)
+    _fake_holder(store)
+    t = FakeTime()
+    lease = take(store, leases, lease_seconds=5, clock=t.clock, sleep=t.sleep)
+    assert t.now == 0 and lease.takeover_reason == "its process is gone from this machine"
+
+
+@pytest.mark.parametrize("identity", [
+    {"boot_id": "00000000-another-boot"},  # another machine or container host, or a reboot
+    {"pid_ns": "pid:[1]"},  # another container on this host: its pids are not ours
+    {"host": "another-host"},
+    {"boot_id": ""}, {"pid_ns": ""}, {"start_time": ""},  # an older dyn, or /proc unreadable there
+], ids=["other-boot", "other-pid-ns", "other-host", "no-boot-id", "no-pid-ns", "no-start-time"])
+def test_any_identity_difference_falls_back_to_the_lease(any_client, leases, identity):
+    store = make_store(any_client)
+    _fake_holder(store, **identity)
+    t = FakeTime()
+    countdown = []
+    lease = take(store, leases, lease_seconds=5, poll=1, clock=t.clock, sleep=t.sleep,
+                 on_countdown=lambda info, left, waited: countdown.append(left))
+    assert t.now >= 5 and lease.takeover_reason == "its lease expired"
+    assert countdown[0] == 5 and countdown == sorted(countdown, reverse=True) and countdown[-1] <= 1
+
+
+def test_no_proc_here_falls_back_to_the_lease(any_client, leases, monkeypatch):
+    store = make_store(any_client)
+    _fake_holder(store)
+    monkeypatch.setattr(locklib, "boot_id", lambda: "")  # e.g. not Linux
+    t = FakeTime()
+    lease = take(store, leases, lease_seconds=5, clock=t.clock, sleep=t.sleep)
+    assert t.now >= 5 and lease.takeover_reason == "its lease expired"
+
+
+def test_a_reused_pid_is_not_the_holder(any_client, leases):
+    """The holder's pid now belongs to a live process that started later (pid reuse)."""
+    import os
+
+    store = make_store(any_client)
+    _fake_holder(store, pid=os.getpid(), start_time="1")  # our pid, another start time
+    t = FakeTime()
+    lease = take(store, leases, lease_seconds=5, clock=t.clock, sleep=t.sleep)
+    assert t.now == 0 and lease.takeover_reason == "its process is gone from this machine"
+
+
+def test_a_live_holder_on_this_machine_is_waited_for(any_client, leases):
+    store = make_store(any_client)
+    me = locklib.process_identity()
+    import os
+
+    _fake_holder(store, pid=os.getpid(), start_time=me["start_time"])  # alive: this very process
+    t = FakeTime()
+    with pytest.raises(LockTimeout):
+        locklib.acquire(store, lease_seconds=5, timeout=3, poll=1, clock=t.clock, sleep=t.sleep)

@@ -174,19 +174,42 @@ def test_walk_fails_when_the_second_upgrade_differs(make):
         check_up_down_consistency(p)
 
 
-@pytest.mark.parametrize("one_way", ["    raise NotImplementedError('one way')",
-                                     "    op.irreversible('one way')"], ids=["NotImplementedError", "irreversible"])
-def test_walk_stops_with_a_warning_at_an_irreversible_revision(make, one_way):
+ONE_WAY = {
+    "NotImplementedError": ("    raise NotImplementedError('one way')", None,
+                            "its downgrade raises NotImplementedError: one way"),
+    "op.irreversible": ("    op.irreversible('one way')", None, "its downgrade calls op.irreversible(): one way"),
+    "irreversible =": ("    pass", "one way", "it is declared irreversible (irreversible = ...): one way"),
+}
+
+
+@pytest.mark.parametrize("kind", list(ONE_WAY))
+def test_walk_goes_on_above_an_irreversible_revision_and_says_why(make, kind):
+    body, declared, why = ONE_WAY[kind]
+    rid, text = rev("ffff02", "ffff01", TAG.format(a="Y"), body)
+    if declared:
+        text += f"\nirreversible = {declared!r}\n"
     p = make(
         rev("ffff01", None, TAG.format(a="X"), UNTAG.format(a="X")),
-        rev("ffff02", "ffff01", TAG.format(a="Y"), one_way),
+        (rid, text),
         rev("ffff03", "ffff02", TAG.format(a="Z"), UNTAG.format(a="Z")),
     )
-    with pytest.warns(DynTestWarning, match="stopped at ffff02"):
+    with pytest.warns(DynTestWarning) as caught:
         walked = check_up_down_consistency(p)
-    assert walked == ["ffff01"]
-    assert p.current() == ("ffff02",)  # the refused downgrade left the table where it was
+    messages = [str(w.message) for w in caught]
+    assert messages == [f"revision ffff02 was upgraded but not downgraded: {why}; the walk goes on above it"]
+    assert walked == ["ffff01", "ffff03"]  # the revision above it was walked up, down and up again
+    assert p.current() == ("ffff03",)
     assert p.project.store.read().dirty is None
+
+
+def test_walk_above_an_irreversible_revision_still_catches_a_bad_downgrade(make):
+    p = make(
+        rev("ffff01", None, TAG.format(a="X"), UNTAG.format(a="X")),
+        rev("ffff02", "ffff01", TAG.format(a="Y"), "    op.irreversible('one way')"),
+        rev("ffff03", "ffff02", TAG.format(a="Z"), "    pass"),  # leaves Z behind
+    )
+    with pytest.warns(DynTestWarning), pytest.raises(AssertionError, match="downgrade of ffff03 did not restore"):
+        check_up_down_consistency(p)
 
 
 def test_upgrade_check_fails_when_a_revision_raises(make):
@@ -294,17 +317,30 @@ def test_fixtures_end_to_end_on_local(tmp_path, ddb_local, local_client):
                 assert len(dyn_project.items()) == 5
 
             def test_data(dyn_project):
+                # its own starting items, in the same file as dyn_seed_items' five: no collision
                 def verify(p):
-                    assert p.get_item(id="x")["Upper"] == "LATE"
+                    assert [(i["id"], i["Upper"]) for i in p.items()] == [("x", "LATE")]
 
                 check_data(dyn_project, "hhhh01", seed=[{"id": "x", "Type": "Thing", "Name": "late"}],
                            verify=verify)
+
+            def test_data_on_the_fixture_items(dyn_project):
+                def verify(p):
+                    assert sorted(i["Upper"] for i in p.items()) == [f"N{i}" for i in range(5)]
+
+                check_data(dyn_project, "hhhh01", verify=verify)
+
+            def test_data_from_an_empty_table(dyn_project):
+                def verify(p):
+                    assert p.items() == []
+
+                check_data(dyn_project, "hhhh01", seed=[], verify=verify)
             """,
     }
     r = inner_pytest(tmp_path, files, "tests", endpoint=ddb_local.endpoint_url)
-    assert r.returncode == 0 and "5 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.returncode == 0 and "7 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
     made = (tmp_path / "tests" / "tables.txt").read_text().split()
-    assert len(made) == 5 and len(set(made)) == 5  # a fresh table per test...
+    assert len(made) == 7 and len(set(made)) == 7  # a fresh table per test...
     existing = set(local_client.list_tables()["TableNames"])
     assert not existing & set(made)  # ...deleted after it
 

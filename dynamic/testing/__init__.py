@@ -15,7 +15,8 @@ Fixtures (override any of them in your conftest.py):
   running one).
 - ``dyn_client``: a DynamoDB client on the chosen backend.
 - ``dyn_table_schema``: CreateTable arguments of the test table (``dyn_table_keys`` ini
-  option, default ``PK:S SK:S``); ``dyn_seed_items``: items put into it when it is created.
+  option, default ``PK:S SK:S``); ``dyn_seed_items``: items put into it when it is created
+  (a ``check_data`` given its own ``seed`` starts from those alone).
 - ``dyn_table``: a fresh, uniquely named table, deleted after the test.
 - ``dyn_project``: a :class:`DynProject` on that table, at base.
 
@@ -57,7 +58,7 @@ _LOCAL_CREDENTIALS = {"aws_access_key_id": "dynlocal", "aws_secret_access_key": 
 
 
 class DynTestWarning(UserWarning):
-    """A check stopped early for a reason that is not a failure (a downgrade that cannot run)."""
+    """A check left something out for a reason that is not a failure (a downgrade that cannot run)."""
 
 
 # ---- plugin hooks ---------------------------------------------------------------------
@@ -129,9 +130,13 @@ def _deserialize(item: Mapping) -> dict:
 
 def _put_raw(client: Any, table: str, items: Iterable[Mapping]) -> int:
     """BatchWriteItem in 25s, unprocessed items retried."""
+    return _write_raw(client, table, [{"PutRequest": {"Item": _serialize(it)}} for it in items])
+
+
+def _write_raw(client: Any, table: str, requests: list[dict]) -> int:
+    """BatchWriteItem requests in 25s, unprocessed ones retried."""
     import time
 
-    requests = [{"PutRequest": {"Item": _serialize(it)}} for it in items]
     for i in range(0, len(requests), 25):
         pending = {table: requests[i:i + 25]}
         for attempt in range(50):
@@ -140,7 +145,7 @@ def _put_raw(client: Any, table: str, items: Iterable[Mapping]) -> int:
                 break
             time.sleep(min(1.0, 0.02 * 2 ** attempt))
         else:
-            raise RuntimeError(f"could not write seed items into {table}: still unprocessed after retries")
+            raise RuntimeError(f"could not write items into {table}: still unprocessed after retries")
     return len(requests)
 
 
@@ -271,6 +276,20 @@ class DynProject:
         return best[1] if best else "base"
 
     # -- reading and writing items ------------------------------------------------------
+    def clear_items(self) -> int:
+        """Delete every application item (dyn's own records stay); returns how many."""
+        keys = self.project.table.key_names
+        raw_keys: list[dict] = []
+        kw: dict[str, Any] = {"TableName": self.table_name, "ConsistentRead": True}
+        while True:
+            r = self.client.scan(**kw)
+            raw_keys += [{k: i[k] for k in keys} for i in r["Items"] if not self.is_meta(i)]
+            if "LastEvaluatedKey" not in r:
+                break
+            kw["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+        _write_raw(self.client, self.table_name, [{"DeleteRequest": {"Key": k}} for k in raw_keys])
+        return len(raw_keys)
+
     def put_items(self, items: Iterable[Mapping]) -> int:
         """Put items given as plain Python values (floats are turned into Decimal)."""
         return _put_raw(self.client, self.table_name, items)
@@ -383,13 +402,19 @@ def check_upgrade(project: DynProject) -> None:
         f"after upgrading to heads the table records {project.current()}, expected {g.heads}")
 
 
-def _not_implemented(e: BaseException) -> bool:
-    """A downgrade that declares it cannot run (NotImplementedError, or dyn's Irreversible)."""
-    from dynamic import errors
+_HOW = {
+    "irreversible =": "it is declared irreversible (irreversible = ...)",
+    "op.irreversible()": "its downgrade calls op.irreversible()",
+    "NotImplementedError": "its downgrade raises NotImplementedError",
+}
 
-    one_way = (NotImplementedError, *([errors.Irreversible] if hasattr(errors, "Irreversible") else []))
-    return (isinstance(e, one_way) or isinstance(e.__context__, one_way) or isinstance(e.__cause__, one_way)
-            or "NotImplementedError" in str(e))
+
+def _one_way(project: DynProject, rid: str) -> str | None:
+    """Why revision ``rid`` cannot be downgraded, worded by how it says so; None if it can."""
+    from dynamic.runner import irreversible_how
+
+    how = irreversible_how(project.project.scripts.get(rid))
+    return f"{_HOW.get(how[0], how[0])}: {how[1]}" if how else None
 
 
 def check_up_down_consistency(project: DynProject, *, compare_state: bool = True) -> list[str]:
@@ -397,11 +422,12 @@ def check_up_down_consistency(project: DynProject, *, compare_state: bool = True
     it again. With ``compare_state``, the downgrade must restore the items and indexes as they
     were before the upgrade, and the second upgrade must give what the first one gave.
 
-    A downgrade that raises NotImplementedError (or is declared irreversible) ends the walk
-    with a DynTestWarning.
-    Returns the revisions walked.
+    A revision that cannot be downgraded (``op.irreversible(...)``, ``irreversible = ...``, or
+    ``NotImplementedError`` in its downgrade) is upgraded only, with a DynTestWarning saying
+    why; the walk goes on with the revisions above it, each checked down to it.
+    Returns the revisions walked (up, down and up again).
     """
-    from dynamic.errors import DynError
+    from dynamic.errors import Irreversible
 
     g = project.graph
     assert project.current() == (), f"{project.table_name} is not at base: {project.current()}"
@@ -412,16 +438,19 @@ def check_up_down_consistency(project: DynProject, *, compare_state: bool = True
         project.upgrade(rid)
         assert set(project.current()) == set(step.heads_after), (
             f"after upgrading {rid} the table records {project.current()}, expected {step.heads_after}")
+        one_way = _one_way(project, rid)
+        if one_way:
+            warnings.warn(DynTestWarning(
+                f"revision {rid} was upgraded but not downgraded: {one_way}; the walk goes on above it"),
+                stacklevel=2)
+            continue
         after_up = snapshot(project) if compare_state else None
         try:
             result = project.revert(rid)
-        except DynError as e:
-            if not _not_implemented(e):
-                raise
-            warnings.warn(DynTestWarning(
-                f"the up/down walk stopped at {rid}: a downgrade raises NotImplementedError ({e})"),
-                stacklevel=2)
-            return walked
+        except Irreversible as e:
+            # on a branch, taking rid out may take a sibling above an irreversible revision too
+            warnings.warn(DynTestWarning(f"revision {rid} was upgraded but not downgraded: {e}"), stacklevel=2)
+            continue
         assert rid not in project.applied(), f"downgrading {rid} left it applied: {project.current()}"
         reverted = [s.revision for s in result.steps]
         if compare_state and reverted == [rid]:
@@ -439,13 +468,19 @@ def check_up_down_consistency(project: DynProject, *, compare_state: bool = True
     return walked
 
 
-def check_data(project: DynProject, revision: str, *, seed: Iterable[Mapping] = (),
+def check_data(project: DynProject, revision: str, *, seed: Iterable[Mapping] | None = None,
                verify: Callable[[DynProject], Any], verify_downgrade: Callable[[DynProject], Any] | None = None):
-    """Seed items just below ``revision``, upgrade to it, and ``verify(project)``; with
-    ``verify_downgrade``, downgrade it again and ``verify_downgrade(project)``.
-    Returns the upgrade's RunResult."""
+    """Bring the table just below ``revision``, put the ``seed`` items, upgrade to it, and
+    ``verify(project)``; with ``verify_downgrade``, downgrade it again and
+    ``verify_downgrade(project)``. Returns the upgrade's RunResult.
+
+    With ``seed`` given (even ``[]``), the check starts from those items alone: what the table
+    held before (``dyn_seed_items`` included) is deleted first, so a data check brings its
+    own starting items whatever the fixtures put in. Without it, the table's items are kept."""
+    if seed is not None:
+        project.clear_items()
     project.upgrade_before(revision)
-    project.put_items(list(seed))
+    project.put_items(list(seed or ()))
     result = project.upgrade(project.graph.resolve_id(revision))
     verify(project)
     if verify_downgrade is not None:
