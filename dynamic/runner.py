@@ -74,7 +74,8 @@ _SCHEMA_OPS = {
 # counts that are not item counts, or are said otherwise
 _NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "samples"}
 # how the other item counts read; a key not here reads as "<key> <n>"
-_COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "deleted": "deleted meanwhile"}
+_COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "gone": "deleted meanwhile",
+                "unmatched": "no longer matching"}
 
 
 def _n(value: Any) -> int | float | None:

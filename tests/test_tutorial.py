@@ -81,6 +81,8 @@ def tutorial_steps(port: int) -> list[dict]:
             before = text[:text.index(b.text.splitlines()[0])]
             path = re.findall(r"Open `([^`]+\.py)`", before)[-1]
             steps.append({"line": f"cat > {path} <<'DYN_TUTORIAL_EOF'\n{b.text}DYN_TUTORIAL_EOF", "expect": []})
+        elif b.lang == "python":  # code the reader runs as it is
+            steps.append({"line": f"python - <<'DYN_TUTORIAL_EOF'\n{b.text}DYN_TUTORIAL_EOF", "expect": []})
     for s in steps:
         s["line"] = s["line"].replace("8000", str(port))
         m = EXIT.search(s["line"].split("\n")[0])

@@ -18,8 +18,12 @@ idempotent across crashes, as for any crash).
 """
 from __future__ import annotations
 
+import gc
+import re
+import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 CONNECT_TIMEOUT = "10s"
+PROBE_TIMEOUT = 5.0
 STOP_GRACE = 30.0  # seconds the slices running at a stop get to return their positions
 
 
@@ -159,37 +164,68 @@ class DaskExecutor:
 def connect(address: str) -> tuple[Any, Any]:
     """``(distributed, client)`` for the cluster at ``address``, after checking that its workers
     run this dyn; one clear line for each way that fails."""
-    import dynamic
-
     distributed = _distributed()
+    preflight(address)
     try:
         dask = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise DynError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}): check "
-                       "--dask-scheduler / DYN_DASK_SCHEDULER and that the scheduler runs") from None
-    try:
-        try:
-            versions = dask.run(_dyn_version, on_error="return")
-        except Exception as e:  # noqa: BLE001
-            raise DynError(f"the Dask cluster at {address} cannot run dyn's tasks: {type(e).__name__}: {e}") from None
-        if not versions:
-            raise DynError(f"the Dask cluster at {address} has no workers: start some (dask worker {address})")
-        wrong = {w: v for w, v in versions.items() if v != dynamic.__version__}
-        if wrong:
-            w, v = next(iter(wrong.items()))
-            have = v if isinstance(v, str) else "no dyn"
-            raise DynError(f"Dask worker {w} has {have}, this is dyn {dynamic.__version__}: install the same "
-                           f'version on every worker (pip install "dynamic[dask]=={dynamic.__version__}")')
-    except BaseException:
-        dask.close()
-        raise
+    except Exception as e:  # noqa: BLE001 - distributed raises many kinds here
+        raise _unreachable(address, e) from None
     return distributed, dask
 
 
 def preflight(address: str) -> None:
-    """Called before the run takes the lock: the cluster is reachable and runs this dyn."""
-    _, dask = connect(address)
-    dask.close()
+    """Called before the run takes the lock: the scheduler answers and every worker runs this
+    dyn. Asynchronous on purpose: a synchronous Client that failed to start lingers at exit."""
+    import asyncio
+
+    import dynamic
+
+    distributed = _distributed()
+    _probe(address)
+
+    async def versions() -> dict:
+        async with distributed.Client(address, asynchronous=True, timeout=CONNECT_TIMEOUT,
+                                      set_as_default=False) as c:
+            return await c.run(_dyn_version, on_error="return")
+
+    failed = None
+    try:
+        found = asyncio.run(versions())
+    except Exception as e:  # noqa: BLE001 - not a scheduler, or it failed to answer
+        failed = _unreachable(address, e)
+    if failed is not None:
+        with warnings.catch_warnings():  # the half-started client's __del__ complains as it goes
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gc.collect()
+        raise failed
+    if not found:
+        raise DynError(f"the Dask cluster at {address} has no workers: start some (dask worker {address})")
+    wrong = {w: v for w, v in found.items() if v != dynamic.__version__}
+    if wrong:
+        w, v = next(iter(wrong.items()))
+        have = f"dyn {v}" if isinstance(v, str) else "no dyn"
+        raise DynError(f"Dask worker {w} has {have}, this is dyn {dynamic.__version__}: install the same "
+                       f'version on every worker (pip install "dynamic[dask]=={dynamic.__version__}")')
+
+
+def _unreachable(address: str, e: BaseException) -> DynError:
+    return DynError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}): check "
+                    "--dask-scheduler / DYN_DASK_SCHEDULER and that the scheduler runs")
+
+
+def _probe(address: str) -> None:
+    """A plain TCP connect first: a scheduler that is not there fails in seconds, with one line
+    (a Client that cannot connect lingers at exit trying to close)."""
+    m = re.fullmatch(r"(?:tcp://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if not m:
+        if "://" in address:
+            return  # tls://, ucx://...: left to distributed
+        raise UsageError(f"--dask-scheduler {address!r} is not an address: give host:port or "
+                         "tcp://host:port (e.g. tcp://10.0.0.5:8786)")
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=PROBE_TIMEOUT).close()
+    except Exception as e:  # noqa: BLE001 - refused, unreachable, no route, no name
+        raise _unreachable(address, e) from None
 
 
 @dataclass
