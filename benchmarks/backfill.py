@@ -18,6 +18,8 @@ at 0 ms and 4 ms of added round trip (``dynamic.testing.proxy`` in its own proce
 * bookkeeping: checkpoint transactions per second and their write units, as DynamoDB Local
   reports them, against the backfill's own write units;
 * client CPU per migrated item (user + system time of the whole process, start-up included);
+* where the segments run: ``--processes 1`` against ``--processes 2`` and a local Dask cluster
+  of two worker processes, at the fault-mix round trip;
 * memory: the peak RSS of `dyn upgrade head` on a 10k and a 100k table.
 
     .venv/bin/python benchmarks/backfill.py            # 4,000 items, 3 rounds, faults, memory at 10k/100k
@@ -228,10 +230,10 @@ def project_dir() -> Path:
     return d
 
 
-def run_contender(who: str, url: str, name: str, project: Path) -> tuple[Run, dict]:
+def run_contender(who: str, url: str, name: str, project: Path, *extra: str) -> tuple[Run, dict]:
     """One contender's whole command against ``url``; its run and, for dyn, the step's counts."""
     if who == "dyn":
-        run = run_command([DYN, "upgrade", "head", "--json"], cwd=project,
+        run = run_command([DYN, "upgrade", "head", "--json", *extra], cwd=project,
                           env={"AWS_ENDPOINT_URL_DYNAMODB": url, "DYN_TABLE": name})
         steps = json.loads(run.stdout)["steps"]
         return run, steps[0]["counts"]
@@ -356,6 +358,44 @@ def faults(endpoint: str, project: Path, n: int, rounds: int, latency: float) ->
           f"the backfill's {wcu:,.0f} = {tx['units'] / wcu:.1%}")
 
 
+def scale(endpoint: str, project: Path, n: int, rounds: int, latency: float) -> None:
+    """Where the segments run, same table size and round trip: one process, two worker
+    processes, and a local Dask cluster of two worker processes."""
+    from distributed import LocalCluster
+
+    proxy = ProxyProcess(endpoint, latency)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=16, processes=True, dashboard_address=None,
+                           silence_logs=50)
+    ways = {"1 process": ["--processes", "1"], "2 processes": ["--processes", "2"],
+            "dask 2x16": ["--dask-scheduler", cluster.scheduler_address]}
+    rates: dict[str, list[float]] = {w: [] for w in ways}
+    cpu: dict[str, list[float]] = {w: [] for w in ways}
+    try:
+        for rnd in range(rounds):
+            order = list(ways)[rnd % len(ways):] + list(ways)[:rnd % len(ways)]
+            for way in order:
+                name = f"bench-scale-{uuid.uuid4().hex[:6]}"
+                posts = seed(endpoint, name, n)
+                run, counts = run_contender("dyn", proxy.url, name, project, *ways[way])
+                if counts["updated"] != posts:
+                    raise SystemExit(f"dyn {way}: updated {counts['updated']} of {posts}")
+                check_migrated(endpoint, name, posts)
+                rates[way].append(posts / run.seconds)
+                cpu[way].append(run.cpu / posts)
+                print(f"  {latency:g} ms  round {rnd + 1}  dyn {way:<12} {posts:>6} posts in {run.seconds:6.2f}s  "
+                      f"{posts / run.seconds:8.0f} items/s  {1e6 * run.cpu / posts:6.0f} us CPU/item (dyn's "
+                      "processes)", flush=True)
+    finally:
+        cluster.close()
+        proxy.close()
+    one, two, dask = (median(rates[w]) for w in ways)
+    print()
+    print(f"where segments run, {latency:g} ms, median of {rounds}: 1 process {one:,.0f} items/s, 2 processes "
+          f"{two:,.0f} ({two / one:.2f}x), Dask 2 workers {dask:,.0f} ({dask / two:.2f}x of 2 processes); client "
+          f"CPU per item: {1e6 * median(cpu['1 process']):,.0f} us, {1e6 * median(cpu['2 processes']):,.0f} us "
+          "(Dask workers' CPU is not the dyn process's)")
+
+
 def memory(endpoint: str, project: Path, sizes: list[int]) -> None:
     print()
     peaks = []
@@ -381,6 +421,7 @@ def main() -> int:
     p.add_argument("--only", nargs="+", choices=CONTENDERS, default=CONTENDERS)
     p.add_argument("--fault-latency", type=float, default=4.0, help="round trip of the fault-mix runs, ms")
     p.add_argument("--no-faults", action="store_true")
+    p.add_argument("--no-scale", action="store_true", help="skip processes 1 vs 2 vs Dask")
     p.add_argument("--memory", type=int, nargs="*", default=None, help="item counts for the memory runs")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--script", nargs=3, metavar=("NAME", "ENDPOINT", "TABLE"), help=argparse.SUPPRESS)
@@ -408,6 +449,9 @@ def main() -> int:
         if not args.no_faults:
             print()
             faults(endpoint, project, n, rounds, args.fault_latency)
+        if not args.no_scale:
+            print()
+            scale(endpoint, project, n, rounds, args.fault_latency)
         if not args.no_memory and mem_sizes:
             memory(endpoint, project, mem_sizes)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -60,8 +60,8 @@ def test_the_verb_comes_from_the_operation_and_the_direction():
     assert op_phrase({"op": "delete_items", "detail": "", "counts": {"scanned": 50, "matched": 10, "deleted": 10,
                                                                         "updated": 0, "seconds": 0.5}}) \
         == "deleted 10 items (scanned 50, 100 items/s)"
-    assert op_phrase({"op": "backfill", "counts": {"scanned": 60, "updated": 60, "deleted": 2}}, dry_run=True) \
-        == "would update 60 items (scanned 60, 2 deleted meanwhile)"
+    assert op_phrase({"op": "backfill", "counts": {"scanned": 60, "updated": 57, "gone": 2, "unmatched": 1}},
+                     dry_run=True) == "would update 57 items (scanned 60, 2 deleted meanwhile, 1 no longer matching)"
     assert op_phrase({"op": "put_items", "detail": "3 items", "counts": {"would_put": 3}}, dry_run=True) \
         == "would put 3 items"
     assert op_phrase({"op": "create_gsi", "detail": "GSI1 (would create)"}) == "would create index GSI1"
