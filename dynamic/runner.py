@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
+import json
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
 from . import lock as locklib
 from .dynamo import TableInfo
 from . import backup as backups
-from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError
+from .backfill.failures import ErrorBudget
+from .backfill.values import jsonable, plain
+from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError, UsageError
 from .graph import RevisionGraph, Step, Target
-from .operations import Operations, OpSettings
+from .operations import Operations, OpSettings, add_counts
 from .scripts import ScriptDirectory
 from .store import Store, StoreCheckpoints
 
@@ -39,6 +44,47 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+class ErrorsFile:
+    """Where a run records the items it skipped (``max_errors``): one JSON line each,
+    ``{"revision", "direction", "op", "key", "error"}``, appended and flushed as they come."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.written = 0  # lines this run appended
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Refuse, before anything runs, a path the run could not write to."""
+        p = self.path
+        why = None
+        if p.is_dir():
+            why = "it is a folder"
+        elif p.exists():
+            if not os.access(p, os.W_OK):
+                why = "it is not writable"
+        elif not p.parent.is_dir():
+            why = f"its folder {p.parent} does not exist"
+        elif not os.access(p.parent, os.W_OK):
+            why = f"its folder {p.parent} is not writable"
+        if why:
+            raise UsageError(f"errors file {p} cannot be written ({why}): pass --errors-file PATH "
+                             "(or set errors_file) naming a file in a writable folder")
+
+    def sink(self, revision: str, direction: str) -> Callable[[dict, Any, str], None]:
+        def write(key: dict, error: Any, op: str) -> None:
+            line = json.dumps({"revision": revision, "direction": direction, "op": op,
+                               "key": jsonable(plain(key or {})), "error": getattr(error, "message", str(error))},
+                              default=str)
+            with self._lock:
+                try:
+                    with open(self.path, "a", encoding="utf-8") as f:
+                        f.write(line + "\n")
+                except OSError as e:
+                    raise DynError(f"cannot append to the errors file {self.path}: {e.strerror}") from None
+                self.written += 1
+        return write
+
+
 @dataclass
 class RunOptions:
     dry_run: bool = False
@@ -48,6 +94,8 @@ class RunOptions:
     log: Callable[[str], None] = lambda msg: None
     progress: Callable[[str, int | None], Any] | None = None
     backup: str = "none"
+    max_errors: int = 0  # failing items a step records in errors_file and skips before it stops
+    errors_file: ErrorsFile | None = None
 
 
 @dataclass
@@ -71,13 +119,20 @@ class RunResult:
     dry_run: bool
     seconds: float
     warnings: list[str]
+    errors_file: str | None = None  # where this run recorded the items it skipped, if any
 
     @property
     def nothing_to_do(self) -> bool:
         return not self.steps
 
+    @property
+    def totals(self) -> dict:
+        """This run's counts summed over its steps (a dry run: the estimate of the real run)."""
+        return add_counts(*(s.counts for s in self.steps))
+
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["totals"] = self.totals
         d["nothing_to_do"] = self.nothing_to_do
         d["target"] = list(self.target)
         d["heads_before"] = list(self.heads_before)
@@ -95,6 +150,34 @@ def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list
         elif recorded and s.checksum != recorded:
             out.append(f"revision {rev} ({s.revision.path}) changed since it was applied")
     return out
+
+
+DATA_OPS = ("backfill", "remove_attributes", "delete_items", "put_items")
+
+
+def data_operations(script: Any, direction: str) -> list[str]:
+    """The data operations (``op.backfill`` ...) a revision's upgrade (``"up"``) or downgrade
+    calls, read from its source without running it; a call in a helper of the module counts
+    for both directions."""
+    import ast
+
+    try:
+        tree = ast.parse(script.path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+
+    def calls(node: Any) -> list[str]:
+        return [n.func.attr for n in ast.walk(node) if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute) and n.func.attr in DATA_OPS]
+
+    name = "upgrade" if direction == "up" else "downgrade"
+    other = "downgrade" if direction == "up" else "upgrade"
+    found: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name == name or node.name != other:
+                found += calls(node)
+    return found
 
 
 class _Reached(Exception):
@@ -199,6 +282,8 @@ class Runner:
             self.options.log(f"warning: {w}")
         if steps and self.options.backup == "pitr":
             backups.require_pitr(self.client, self.table.name)
+        if (steps or record.dirty) and not self.options.dry_run and self.options.max_errors:
+            self._errors_file().check()
         if self.options.dry_run:
             results = [self._dry_step(s) for s in steps]
             return RunResult(command, resolved.revisions, record.heads,
@@ -233,8 +318,23 @@ class Runner:
                 counter += 1
                 heads = step.heads_after
                 dirty = None
+        written = self.options.errors_file.written if self.options.errors_file else 0
         return RunResult(command, resolved.revisions, heads_before, heads, results, False,
-                         time.monotonic() - t0, warnings)
+                         time.monotonic() - t0, warnings, str(self._errors_file().path) if written else None)
+
+    def _errors_file(self) -> ErrorsFile:
+        if self.options.errors_file is None:
+            self.options.errors_file = ErrorsFile("dyn-errors.jsonl")
+        return self.options.errors_file
+
+    def _budget(self, step: Step, dry_run: bool) -> ErrorBudget:
+        """The step's error budget: ``max_errors`` failing items, recorded in the errors file (a
+        dry run counts them and writes nothing)."""
+        if dry_run or not self.options.max_errors:
+            return ErrorBudget(self.options.max_errors)
+        f = self._errors_file()
+        return ErrorBudget(self.options.max_errors, f.sink(step.revision.revision, step.direction),
+                           where=str(f.path))
 
     def _plan_after_wait(self, command: str, heads: tuple[str, ...], target: Target) -> list[Step]:
         if command == "downgrade":
@@ -266,6 +366,9 @@ class Runner:
         settings = self.options.settings
         if dry_run != settings.dry_run:
             settings = OpSettings(**{**asdict(settings), "dry_run": dry_run})
+        budget = self._budget(step, dry_run)
+        # failures of the step's earlier runs (kept with their checkpoints) count against it too
+        carry = lambda prior: budget.carry(prior.get("failed", 0))  # noqa: E731
         return Operations(
             self.client,
             self.table,
@@ -273,11 +376,13 @@ class Runner:
             settings=settings,
             exclude=self.store.layout.exclude_condition(),
             is_meta=self.store.layout.is_meta,
-            checkpoints=(lambda i: StoreCheckpoints(self.store, lease, f"{rev}#{direction}#{i}", defer_clear=True))
+            checkpoints=(lambda i: StoreCheckpoints(self.store, lease, f"{rev}#{direction}#{i}", defer_clear=True,
+                                                    on_load=carry))
             if lease else None,
             guard=lease.check if lease else None,
             progress=self.options.progress,
             log=self.options.log,
+            errors=budget,
         )
 
     def _call(self, step: Step, op: Operations) -> None:
@@ -330,6 +435,9 @@ class Runner:
             ) from e
         seconds = time.monotonic() - t
         counts = op.totals()
+        # the history record: every run of the step, this one and those a crash or a failure
+        # stopped (their counts are kept with their checkpoints)
+        history_ops, history_counts = op.history_records()
         self.store.finish_step(
             lease.token,
             expected_counter=counter,
@@ -338,9 +446,9 @@ class Runner:
                 "revision": rev, "direction": direction, "doc": step.revision.doc,
                 "started": started, "finished": now_iso(), "seconds": round(seconds, 3),
                 "who": who(), "pid": os.getpid(), "dyn_version": __version__,
-                "checksum": script.checksum, "counts": counts,
-                "ops": [r.as_dict() for r in op.records],
+                "checksum": script.checksum, "counts": history_counts, "ops": history_ops,
                 "heads_before": list(step.heads_before), "heads_after": list(step.heads_after),
+                **({"resumed": True} if resumed else {}),
                 **({"backup_arn": self.backup_arn} if getattr(self, "backup_arn", None) else {}),
             },
             checksum_set={rev: script.checksum} if direction == "up" else None,
