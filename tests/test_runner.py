@@ -231,11 +231,18 @@ def test_missing_table(tmp_path, ddb_local):
     assert r.exit_code == 1 and "no-such-table" in r.stderr and "does not exist" in r.stderr
 
 
-def test_unreachable_endpoint(tmp_path):
+@pytest.mark.parametrize("args", [("current",), ("upgrade", "head")])
+def test_unreachable_endpoint(tmp_path, args):
+    """Nobody listens there: one line naming the endpoint and what to check, within seconds
+    (the first call is tried twice, with a short connect timeout), not after ten retries."""
     p = Project(tmp_path, "some-table", "http://127.0.0.1:9")
     p.rev("aaaa11", None, "c1")
-    r = p.dyn("current", check=False)
+    started = time.monotonic()
+    r = p.dyn(*args, check=False)
+    assert time.monotonic() - started < 8
     assert r.exit_code == 1 and "cannot reach" in r.stderr and "127.0.0.1:9" in r.stderr
+    assert "check the endpoint (--endpoint-url, AWS_ENDPOINT_URL_DYNAMODB) and the region" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_four_concurrent_deploys(local_client, ddb_local, tmp_path):
