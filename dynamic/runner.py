@@ -46,12 +46,15 @@ def who() -> str:
 
 class ErrorsFile:
     """Where a run records the items it skipped (``max_errors``): one JSON line each,
-    ``{"revision", "direction", "op", "key", "error"}``, appended and flushed as they come."""
+    ``{"revision", "direction", "op", "key", "error"}``, appended and flushed as they come.
+    An item already listed for the same step and operation (an earlier run of the step failed
+    on it too, before its last checkpoint) is not listed again."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.written = 0  # lines this run appended
         self._lock = threading.Lock()
+        self._listed: set | None = None
 
     def check(self) -> None:
         """Refuse, before anything runs, a path the run could not write to."""
@@ -72,17 +75,38 @@ class ErrorsFile:
 
     def sink(self, revision: str, direction: str) -> Callable[[dict, Any, str], None]:
         def write(key: dict, error: Any, op: str) -> None:
-            line = json.dumps({"revision": revision, "direction": direction, "op": op,
-                               "key": jsonable(plain(key or {})), "error": getattr(error, "message", str(error))},
-                              default=str)
+            plain_key = jsonable(plain(key or {}))
+            ident = (revision, direction, op, json.dumps(plain_key, sort_keys=True, default=str))
+            line = json.dumps({"revision": revision, "direction": direction, "op": op, "key": plain_key,
+                               "error": getattr(error, "message", str(error))}, default=str)
             with self._lock:
+                listed = self._load_listed()
+                if ident in listed:
+                    return
                 try:
                     with open(self.path, "a", encoding="utf-8") as f:
                         f.write(line + "\n")
                 except OSError as e:
                     raise DynError(f"cannot append to the errors file {self.path}: {e.strerror}") from None
+                listed.add(ident)
                 self.written += 1
         return write
+
+    def _load_listed(self) -> set:
+        if self._listed is None:
+            self._listed = set()
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                lines = []
+            for line in lines:
+                try:
+                    d = json.loads(line)
+                    self._listed.add((d["revision"], d["direction"], d["op"],
+                                      json.dumps(d["key"], sort_keys=True, default=str)))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return self._listed
 
 
 @dataclass
@@ -318,9 +342,9 @@ class Runner:
                 counter += 1
                 heads = step.heads_after
                 dirty = None
-        written = self.options.errors_file.written if self.options.errors_file else 0
+        failed = sum(int(r.counts.get("failed", 0)) for r in results)
         return RunResult(command, resolved.revisions, heads_before, heads, results, False,
-                         time.monotonic() - t0, warnings, str(self._errors_file().path) if written else None)
+                         time.monotonic() - t0, warnings, str(self._errors_file().path) if failed else None)
 
     def _errors_file(self) -> ErrorsFile:
         if self.options.errors_file is None:
