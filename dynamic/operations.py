@@ -212,36 +212,42 @@ class Operations:
                 raise UsageError(f"op.put_items: item {dict(it)!r} lacks key attribute(s) {missing}")
             if self._is_meta and self._is_meta({k: _ser.serialize(_num(it[k])) for k in self.table.key_names}):
                 raise UsageError("op.put_items: an item uses dyn's reserved partition key value")
+        raws = [{k: _ser.serialize(_num(v)) for k, v in it.items()} for it in items]
+        indexes = engine_values.index_shapes(self.table.gsis, self.table.key_names)
+        # a put costs the new item and its entries in the indexes (more if it replaces a bigger one)
+        estimate = sum(engine_values.write_cost({}, raw, indexes) for raw in raws)
         if self.settings.dry_run:
-            indexes = engine_values.index_shapes(self.table.gsis, self.table.key_names)
-            wcu = sum(engine_values.write_cost({}, {k: _ser.serialize(_num(v)) for k, v in it.items()}, indexes)
-                      for it in items)  # a put: the new item, and its entries in the indexes
             self.records.append(OpRecord("put_items", f"{len(items)} items", {
-                "would_put": len(items), "wcu": round(wcu, 1), "cost_usd": cost_usd(0, wcu, *self._prices)}))
+                "would_put": len(items), "wcu": round(estimate, 1), "cost_usd": cost_usd(0, estimate, *self._prices)}))
             return len(items)
-        requests = [
-            {"PutRequest": {"Item": {k: _ser.serialize(_num(v)) for k, v in it.items()}}} for it in items
-        ]
+        requests = [{"PutRequest": {"Item": raw}} for raw in raws]
+        wcu = 0.0
         for i in range(0, len(requests), 25):
-            self._batch_write(requests[i:i + 25])
-        self.records.append(OpRecord("put_items", f"{len(items)} items", {"put": len(items)}))
+            wcu += self._batch_write(requests[i:i + 25])
+        wcu = wcu or estimate  # what DynamoDB reported, when it does
+        self.records.append(OpRecord("put_items", f"{len(items)} items", {
+            "put": len(items), "wcu": round(wcu, 1), "cost_usd": cost_usd(0, wcu, *self._prices)}))
         return len(items)
 
-    def _batch_write(self, batch: list[dict]) -> None:
+    def _batch_write(self, batch: list[dict]) -> float:
+        """BatchWriteItem until every request is processed; the write units DynamoDB reported."""
         pending = {self.table_name: batch}
         attempt = 0
+        units = 0.0
         while pending:
             self._guard()
             try:
-                r = self.client.batch_write_item(RequestItems=pending)
+                r = self.client.batch_write_item(RequestItems=pending, ReturnConsumedCapacity="TOTAL")
             except ClientError as e:
                 if error_code(e) not in THROTTLE_CODES:
                     raise
                 r = {"UnprocessedItems": pending}
+            units += sum(float(c.get("CapacityUnits") or 0) for c in r.get("ConsumedCapacity") or ())
             pending = r.get("UnprocessedItems") or {}
             if pending:
                 attempt += 1
                 time.sleep(min(5.0, 0.05 * 2 ** attempt))
+        return units
 
     # ---- schema -----------------------------------------------------------------------
     def create_gsi(self, name: str, partition_key: tuple[str, str], sort_key: tuple[str, str] | None = None,
@@ -385,11 +391,13 @@ class Operations:
         """Counts summed over this run of the step's data operations (a dry run: the estimate)."""
         return add_counts(*(r.counts for r in self.records))
 
-    def history_records(self) -> tuple[list[dict], dict]:
-        """``(ops, totals)`` over every run of the step: this one, and the earlier runs a crash
-        or a failure stopped (their counts are kept with the checkpoints)."""
-        ops = [r.total_dict(self._prices) for r in self.records]
-        return ops, add_counts(*(o.get("counts", {}) for o in ops))
+
+
+def history_counts(op: Operations) -> tuple[list[dict], dict]:
+    """``(ops, totals)`` of a step's history record: over every run of the step, this one and
+    the earlier runs a crash or a failure stopped (their counts are kept with the checkpoints)."""
+    ops = [r.total_dict(op._prices) for r in op.records]
+    return ops, add_counts(*(o.get("counts", {}) for o in ops))
 
 
 def _table_ready(desc: dict) -> bool:

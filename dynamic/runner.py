@@ -27,7 +27,7 @@ from .backfill.failures import ErrorBudget
 from .backfill.values import jsonable, plain
 from .errors import DirtyState, DynError, GraphError, Irreversible, LeaseLost, MigrationError, UsageError
 from .graph import RevisionGraph, Step, Target
-from .operations import Operations, OpSettings, add_counts
+from .operations import Operations, OpSettings, add_counts, history_counts
 from .scripts import ScriptDirectory
 from .store import Store, StoreCheckpoints
 
@@ -461,7 +461,7 @@ class Runner:
         counts = op.totals()
         # the history record: every run of the step, this one and those a crash or a failure
         # stopped (their counts are kept with their checkpoints)
-        history_ops, history_counts = op.history_records()
+        history_ops, history_totals = history_counts(op)
         self.store.finish_step(
             lease.token,
             expected_counter=counter,
@@ -470,7 +470,7 @@ class Runner:
                 "revision": rev, "direction": direction, "doc": step.revision.doc,
                 "started": started, "finished": now_iso(), "seconds": round(seconds, 3),
                 "who": who(), "pid": os.getpid(), "dyn_version": __version__,
-                "checksum": script.checksum, "counts": history_counts, "ops": history_ops,
+                "checksum": script.checksum, "counts": history_totals, "ops": history_ops,
                 "heads_before": list(step.heads_before), "heads_after": list(step.heads_after),
                 **({"resumed": True} if resumed else {}),
                 **({"backup_arn": self.backup_arn} if getattr(self, "backup_arn", None) else {}),
