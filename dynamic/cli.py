@@ -434,7 +434,7 @@ def _after(v: Any) -> str:
 def upgrade(
     ctx: typer.Context,
     target: str = typer.Argument("head", help="head, heads, +N, a revision, label@head ..."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change and estimate its units, cost and duration; write nothing."),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="Seconds to wait for the lock."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
     max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
@@ -457,7 +457,7 @@ def upgrade(
 def downgrade(
     ctx: typer.Context,
     target: str = typer.Argument(..., help="-1, -N, base, a revision ..."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change and estimate its units, cost and duration; write nothing."),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="Seconds to wait for the lock."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
     max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),

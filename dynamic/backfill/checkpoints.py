@@ -93,9 +93,11 @@ class Flusher:
         self._thread: threading.Thread | None = None
 
     def mark(self, segment: int, position: dict | str, counts: Any = None) -> None:
-        """A segment reached ``position``, having done ``counts`` (a ``Counts``) so far (called
-        by walkers; cheap)."""
-        snapshot = counts.as_dict() if self._with_counts and counts is not None else None
+        """A segment reached ``position``, having done ``counts`` (a ``Counts``, or its dict)
+        so far (called by walkers; cheap)."""
+        snapshot = None
+        if self._with_counts and counts is not None:
+            snapshot = dict(counts) if isinstance(counts, Mapping) else counts.as_dict()
         with self._lock:
             self._dirty[segment] = position
             if snapshot is not None:
