@@ -77,16 +77,22 @@ def _quiet_broken_pipe() -> None:
 _RELATIVE = re.compile(r"^[-+]\d+$")
 
 
+_FLAGS = frozenset({"--dry-run", "--yes", "-y", "--json", "--help", "-h"})
+
+
 def _relative_targets_last(args: list[str]) -> list[str]:
-    """`dyn downgrade -1` would read -1 as an option: move such targets after a `--`."""
+    """`dyn downgrade -1` would read -1 as an option: move such targets after a `--` (not the
+    value of an option, as in `--max-errors -1`, which the option itself then refuses)."""
     for i, a in enumerate(args):
         if a in ("upgrade", "downgrade", "show"):
             rest = args[i + 1:]
             if "--" in rest:
                 return args
-            rel = [x for x in rest if _RELATIVE.match(x)]
+            rel = [j for j, x in enumerate(rest) if _RELATIVE.match(x) and not (
+                j and rest[j - 1].startswith("-") and "=" not in rest[j - 1] and rest[j - 1] not in _FLAGS)]
             if rel:
-                return args[:i + 1] + [x for x in rest if not _RELATIVE.match(x)] + ["--", *rel]
+                return (args[:i + 1] + [x for j, x in enumerate(rest) if j not in rel]
+                        + ["--", *(rest[j] for j in rel)])
             return args
     return args
 
@@ -114,6 +120,12 @@ app = typer.Typer(
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print only JSON on stdout.")
+MaxErrorsOpt = typer.Option(None, "--max-errors", metavar="N",
+                            help="Record and skip up to N failing items per step (default 0: stop at the first).")
+ErrorsFileOpt = typer.Option(None, "--errors-file", metavar="PATH",
+                             help="Where skipped items are recorded, one JSON line each (default dyn-errors.jsonl).")
+SampleOpt = typer.Option(None, "--sample", metavar="PERCENT",
+                         help="With --dry-run: scan this share of the table and extrapolate.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do it without asking (needed on a protected stage in CI).")
 
 
@@ -155,6 +167,11 @@ def _project(ctx: typer.Context, json_mode: bool = False, live: bool = False, **
 
     _State.reporter = make_reporter(json_mode=json_mode) if live else StreamReporter(sys.stderr, sys.stderr)
     return commands.Project(cfg, reporter=_State.reporter)
+
+
+def _abspath(path: Optional[str]) -> Optional[str]:
+    """A path given on the command line is relative to the working directory."""
+    return str(Path(path).expanduser().absolute()) if path else path
 
 
 def _warn(msg: str) -> None:
@@ -339,20 +356,116 @@ def _render_run(r, json_: bool) -> None:
     """Each step's line was printed as it ended (by the reporter); here the run's own line."""
     if json_:
         return _emit_json(r.as_dict())
+    if r.dry_run and r.steps:
+        return _render_dry_run(r)
     typer.echo(r.line())
+    _render_failures(r)
+
+
+def _render_failures(r) -> None:
+    """The summary's line on the items a run skipped (``--max-errors``), and where they are."""
+    failed = sum(int(s.counts.get("failed", 0)) for s in r.steps)
+    if failed:
+        typer.echo(f"{failed} item(s) failed and were left untouched (within --max-errors); "
+                   f"they are listed in {r.errors_file}")
+
+
+# ---- dry run: what the run would do and cost ------------------------------------------------
+
+_DRY_COLUMNS = ("scanned", "matched", "write", "delete", "RCU", "WCU", "cost", "time")
+
+
+def _render_dry_run(r) -> None:
+    """Each step's operations with their before/after samples, then one table of what each
+    data operation would read, write, cost and take, with totals."""
+    rows, sampled = [], set()
+    for s in r.steps:  # each step's line was printed as it ended: here its samples and figures
+        for o in s.ops:
+            c = o.get("counts") or {}
+            if c.get("samples"):
+                typer.echo(f"{s.revision} {o['op']} {o['detail']}".rstrip() + ", for example:")
+            for sample in c.get("samples", []):
+                typer.echo(f"    {_sample_line(sample)}")
+            if "scanned" in c or "would_put" in c:
+                rows.append((s.revision[:12], f"{o['op']} {o['detail']}".strip(), c))
+                if c.get("sample"):
+                    sampled.add(c["sample"])
+    if rows:
+        typer.echo("")
+        if sampled:
+            share = ", ".join(f"{x:g}%" for x in sorted(sampled))
+            typer.echo(f"estimate from a {share} sample of the table's segments, extrapolated to the whole table:")
+        else:
+            typer.echo("estimate (the whole table was scanned):")
+        t = r.totals
+        table = [("revision", "operation", *_DRY_COLUMNS)]
+        table += [(rev, _clip(name, 36), *_dry_cells(c)) for rev, name, c in rows]
+        table.append(("total", "", *_dry_cells(t)))
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            typer.echo("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                                 for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        failed = int(t.get("failed", 0))
+        if failed:
+            typer.echo(f"{failed:,} item(s) would fail (update/where raised, or returned something unusable)")
+    typer.echo(r.line())
+
+
+def _dry_cells(c: dict) -> tuple[str, ...]:
+    writes = int(c.get("updated", 0)) + int(c.get("would_put", 0))
+    return (f"{int(c.get('scanned', 0)):,}", f"{int(c.get('matched', 0)):,}", f"{writes:,}",
+            f"{int(c.get('deleted', 0)):,}", _units(c.get("rcu", 0)), _units(c.get("wcu", 0)),
+            _usd(c.get("cost_usd", 0)), _human_seconds(c.get("seconds", 0)))
+
+
+def _units(x: float) -> str:
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def _usd(x: float) -> str:
+    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}" if x >= 0.0001 else ("$0" if not x else "<$0.0001")
+
+
+def _human_seconds(x: float) -> str:
+    x = int(round(x))
+    h, rest = divmod(x, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _sample_line(sample: dict) -> str:
+    """One before/after example: ``{PK='U#1'}: Name 'al' -> 'Al', Old 1 -> <removed>``."""
+    key = "{" + ", ".join(f"{k}={v!r}" for k, v in (sample.get("key") or {}).items()) + "}"
+    after = sample.get("after")
+    if after is None:
+        return f"{key}: would delete"
+    before = sample.get("before") or {}
+    parts = [f"{n} {before[n]!r} -> {_after(v)}" if n in before else f"{n} <absent> -> {_after(v)}"
+             for n, v in after.items()]
+    return f"{key}: {', '.join(parts)}"
+
+
+def _after(v: Any) -> str:
+    return "<removed>" if v == "<removed>" else repr(v)
 
 
 @app.command()
 def upgrade(
     ctx: typer.Context,
     target: str = typer.Argument("head", help="head, heads, +N, a revision, label@head ..."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change and estimate its units, cost and duration; write nothing."),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="Seconds to wait for the lock."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
     max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
     max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
     backup: Optional[str] = typer.Option(None, "--backup", help="none | pitr | on-demand"),
-    max_errors: Optional[int] = typer.Option(None, "--max-errors", help="Record and skip up to N failing items."),
+    max_errors: Optional[int] = MaxErrorsOpt,
+    errors_file: Optional[str] = ErrorsFileOpt,
+    sample: Optional[float] = SampleOpt,
     processes: Optional[int] = ProcessesOpt,
     dask_scheduler: Optional[str] = DaskOpt,
     yes: bool = YesOpt,
@@ -360,22 +473,25 @@ def upgrade(
 ) -> None:
     """Apply pending revisions up to TARGET."""
     p = _project(ctx, json_, live=True, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
-                 max_errors=max_errors, processes=processes, dask_scheduler=dask_scheduler)
+                 max_errors=max_errors, errors_file=_abspath(errors_file), processes=processes,
+                 dask_scheduler=dask_scheduler)
     _render_run(commands.upgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
-                               confirm=_confirm()), json_)
+                               confirm=_confirm(), sample=sample), json_)
 
 
 @app.command()
 def downgrade(
     ctx: typer.Context,
     target: str = typer.Argument(..., help="-1, -N, base, a revision ..."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would change and estimate its units, cost and duration; write nothing."),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="Seconds to wait for the lock."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Backfill threads."),
     max_wcu: Optional[float] = typer.Option(None, "--max-wcu", help="Cap write units per second."),
     max_rcu: Optional[float] = typer.Option(None, "--max-rcu", help="Cap read units per second."),
     backup: Optional[str] = typer.Option(None, "--backup", help="none | pitr | on-demand"),
-    max_errors: Optional[int] = typer.Option(None, "--max-errors", help="Record and skip up to N failing items."),
+    max_errors: Optional[int] = MaxErrorsOpt,
+    errors_file: Optional[str] = ErrorsFileOpt,
+    sample: Optional[float] = SampleOpt,
     processes: Optional[int] = ProcessesOpt,
     dask_scheduler: Optional[str] = DaskOpt,
     yes: bool = YesOpt,
@@ -383,9 +499,10 @@ def downgrade(
 ) -> None:
     """Revert applied revisions down to TARGET."""
     p = _project(ctx, json_, live=True, workers=workers, max_wcu=max_wcu, max_rcu=max_rcu, backup=backup,
-                 max_errors=max_errors, processes=processes, dask_scheduler=dask_scheduler)
+                 max_errors=max_errors, errors_file=_abspath(errors_file), processes=processes,
+                 dask_scheduler=dask_scheduler)
     _render_run(commands.downgrade(p, target, dry_run=dry_run, lock_timeout=lock_timeout, yes=yes,
-                               confirm=_confirm()), json_)
+                               confirm=_confirm(), sample=sample), json_)
 
 
 @app.command()

@@ -10,6 +10,7 @@ store) and returns plain data; ``cli.py`` only parses arguments and renders what
 """
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ from .errors import (ChecksumMismatch, DirtyState, Drifted, MultipleHeads, NotAt
 from .graph import Revision
 from .operations import OpSettings
 from .progress import Reporter
-from .runner import (RunOptions, RunResult, Runner, checksum_warnings, dirty_advice, dirty_message,
-                     irreversible_reason, one_revision, utc_z)
+from .runner import (ErrorsFile, RunOptions, RunResult, Runner, checksum_warnings, data_operations, dirty_advice,
+                     dirty_message, irreversible_reason, one_revision, utc_z)
 from .scripts import TEMPLATE_NAME, ScriptDirectory, render, templates_dir
 from .store import Store
 
@@ -89,7 +90,16 @@ class Project:
     @property
     def table(self) -> dynamo.TableInfo:
         if self._table is None:
-            self._table = dynamo.describe_table(self.client, self.config.require_table())
+            name = self.config.require_table()
+            if self._own_client:
+                # the first call to the endpoint: with few, quick retries, so an endpoint or a
+                # region nobody answers at fails within seconds, not after ten backed-off tries
+                c = self.config
+                probe = dynamo.make_client(region=c.region, endpoint_url=c.endpoint_url, profile=c.profile,
+                                           max_attempts=2, connect_timeout=1, read_timeout=5)
+                self._table = dynamo.describe_table(probe, name)
+            else:
+                self._table = dynamo.describe_table(self.client, name)
         return self._table
 
     @property
@@ -98,8 +108,10 @@ class Project:
             self._store = Store(self.client, self.table, meta_pk=self.config.meta_pk)
         return self._store
 
-    def runner(self, *, dry_run: bool = False, lock_timeout: float | None = None) -> Runner:
+    def runner(self, *, dry_run: bool = False, lock_timeout: float | None = None,
+               sample: float | None = None) -> Runner:
         c = self.config
+        errors_file = Path(c.errors_file)
         options = RunOptions(
             dry_run=dry_run,
             lease_seconds=c.lock_lease_seconds,
@@ -107,6 +119,7 @@ class Project:
             settings=OpSettings(workers=c.workers, segments=c.segments, page_size=c.page_size,
                                 max_wcu=c.max_wcu, max_rcu=c.max_rcu, dry_run=dry_run,
                                 write_mode=c.write_mode, checkpoint_interval=c.checkpoint_interval,
+                                sample=sample, read_price=c.read_price, write_price=c.write_price,
                                 # a client passed in lives in this process only: one process
                                 # unless told otherwise
                                 processes=1 if c.processes is None and not self._own_client else c.processes,
@@ -116,6 +129,8 @@ class Project:
             progress=self.progress,
             backup=c.backup,
             reporter=self.reporter,
+            max_errors=c.max_errors,
+            errors_file=ErrorsFile(errors_file if errors_file.is_absolute() else c.root / errors_file),
         )
         self.graph  # load revision files before touching AWS: a broken file fails first
         return Runner(self.scripts, self.client, self.table, self.store, options,
@@ -372,20 +387,44 @@ def guard_protected(project: Project, action: str, plan: str, *, yes: bool,
         f"the plan: {plan}")
 
 
-def _plan_text(runner: Runner, command: str, target: str) -> str | None:
-    """One line describing what a run would do, or None when it would do nothing."""
+def _plan_text(project: Project, runner: Runner, command: str, target: str) -> str | None:
+    """What a run would do, or None when it would do nothing: the steps, and for data
+    operations the most they could cost (from the table's size, without scanning it)."""
     record, _, steps = runner.plan(command, target)
     if not steps and not record.dirty:
         return None
     names = ", ".join(f"{s.direction} {s.revision.revision} ({s.revision.doc})" for s in steps)
-    return f"{command} would run: {names or 'the step left in progress'}"
+    text = f"{command} would run: {names or 'the step left in progress'}"
+    ops = [(s.revision.revision, o) for s in steps
+           for o in data_operations(project.scripts.get(s.revision.revision), s.direction)]
+    if ops:
+        text += "; " + _cost_warning(project, command, target, ops)
+    return text
+
+
+def _cost_warning(project: Project, command: str, target: str, ops: list[tuple[str, str]]) -> str:
+    """The write units a plan's data operations could consume at most: every item written once
+    by each (DescribeTable's item count and size, which AWS refreshes every ~6 hours)."""
+    t, c = project.table, project.config
+    what = ", ".join(f"{o} in {rev}" for rev, o in ops)
+    redo = f"`dyn {command} {target} --dry-run --sample 10`"
+    if t.item_count <= 0:
+        return (f"cost: {len(ops)} data operation(s) ({what}); the table's size is not known yet: "
+                f"{redo} estimates the units and the cost")
+    wcu = len(ops) * t.item_count * max(1, math.ceil(t.size_bytes / t.item_count / 1024))
+    rcu = len(ops) * max(0.5, t.size_bytes / 4096 / 2)  # a scan: 0.5 unit per 4 KB read
+    usd = (rcu * c.read_price + wcu * c.write_price) / 1e6
+    return (f"cost: {len(ops)} data operation(s) ({what}) on ~{t.item_count:,} items "
+            f"(~{t.size_bytes / 1e6:,.1f} MB): up to ~{wcu:,.0f} write units and ~{rcu:,.0f} read units "
+            f"(~${usd:,.2f} on demand) if every item is written; {redo} estimates them")
 
 
 def _move(project: Project, command: str, target: str, dry_run: bool, lock_timeout: float | None,
-          yes: bool, confirm: Confirm | None) -> RunResult:
-    runner = project.runner(dry_run=dry_run, lock_timeout=lock_timeout)
+          yes: bool, confirm: Confirm | None, sample: float | None = None) -> RunResult:
+    check_sample(sample, dry_run)
+    runner = project.runner(dry_run=dry_run, lock_timeout=lock_timeout, sample=sample)
     if project.config.protected and not dry_run and not yes:
-        plan = _plan_text(runner, command, target)
+        plan = _plan_text(project, runner, command, target)
         if plan:
             if command == "downgrade":
                 runner.check_reversible(runner.plan(command, target)[2])
@@ -393,19 +432,32 @@ def _move(project: Project, command: str, target: str, dry_run: bool, lock_timeo
     return runner.upgrade(target) if command == "upgrade" else runner.downgrade(target)
 
 
+def check_sample(sample: float | None, dry_run: bool) -> None:
+    """``--sample PERCENT``: a dry run's share of the table, above 0 and at most 100."""
+    if sample is None:
+        return
+    if not dry_run:
+        raise UsageError(f"--sample {sample:g} applies to a dry run only: add --dry-run "
+                         "(a real run always scans the whole table)")
+    if not 0 < sample <= 100:
+        raise UsageError(f"--sample {sample:g} is not a share of the table: give a percentage above 0 "
+                         "and at most 100 (e.g. --sample 10)")
+
+
 def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
             lock_timeout: float | None = None, yes: bool = False,
-            confirm: Confirm | None = None) -> RunResult:
+            confirm: Confirm | None = None, sample: float | None = None) -> RunResult:
     """Apply pending revisions up to ``target``. On a protected stage pass ``yes=True`` (or a
-    ``confirm(prompt) -> bool`` callback)."""
-    return _move(project, "upgrade", target, dry_run, lock_timeout, yes, confirm)
+    ``confirm(prompt) -> bool`` callback). A dry run (``dry_run=True``) writes nothing and
+    estimates each data operation from ``sample`` percent of the table (default: all of it)."""
+    return _move(project, "upgrade", target, dry_run, lock_timeout, yes, confirm, sample)
 
 
 def downgrade(project: Project, target: str, *, dry_run: bool = False,
               lock_timeout: float | None = None, yes: bool = False,
-              confirm: Confirm | None = None) -> RunResult:
+              confirm: Confirm | None = None, sample: float | None = None) -> RunResult:
     """Revert applied revisions down to ``target`` (``-1``, ``base``, a revision)."""
-    return _move(project, "downgrade", target, dry_run, lock_timeout, yes, confirm)
+    return _move(project, "downgrade", target, dry_run, lock_timeout, yes, confirm, sample)
 
 
 def stamp(project: Project, target: str | None, *, purge: bool = False, dry_run: bool = False,

@@ -50,7 +50,8 @@ class Config:
     protected: bool = False  # upgrade/downgrade/stamp/unlock need --yes
     max_errors: int = 0  # failing update() calls a backfill records and skips before it stops
     errors_file: str = "dyn-errors.jsonl"
-    # on-demand list prices in USD per million request units (us-east-1, since Nov 2024)
+    # on-demand list prices in USD per million request units: us-east-1, Standard table class, as
+    # published on aws.amazon.com/dynamodb/pricing/on-demand/ after the 1 November 2024 price cut
     write_price: float = 0.625
     read_price: float = 0.125
     # where the config came from; script_location is relative to root
@@ -219,7 +220,11 @@ def _validate(cfg: Config) -> None:
     if cfg.backup not in ("none", "pitr", "on-demand"):
         raise ConfigError(f"backup must be none, pitr or on-demand, got {cfg.backup!r}")
     if cfg.max_errors < 0:
-        raise ConfigError(f"max_errors must be zero or positive, got {cfg.max_errors}")
+        raise ConfigError(f"max_errors (--max-errors) is how many failing items a step may skip: give 0 or "
+                          f"more, got {cfg.max_errors}")
+    for k in ("read_price", "write_price"):
+        if getattr(cfg, k) < 0:
+            raise ConfigError(f"{k} is USD per million request units: give 0 or more, got {getattr(cfg, k)}")
     if cfg.retry_mode not in ("standard", "adaptive", "legacy"):
         raise ConfigError(f"retry_mode must be standard, adaptive or legacy, got {cfg.retry_mode!r}")
     if cfg.write_mode not in ("batch", "item"):

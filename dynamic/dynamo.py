@@ -13,6 +13,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     ClientError,
+    ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
@@ -201,10 +202,10 @@ def translate(e: BaseException, table_name: str, client: Any) -> AwsError:
             f"no AWS credentials found for {where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY"
         )
-    if isinstance(e, EndpointConnectionError):
+    if isinstance(e, (EndpointConnectionError, ConnectTimeoutError)):
         return AwsError(
-            f"cannot reach DynamoDB at {where}: check --endpoint-url / AWS_ENDPOINT_URL_DYNAMODB "
-            "and that the server is running"
+            f"cannot reach DynamoDB at {where}: check the endpoint (--endpoint-url, "
+            "AWS_ENDPOINT_URL_DYNAMODB) and the region (--region, AWS_REGION), and that the server is running"
         )
     code = error_code(e)
     if code in ("AccessDeniedException", "UnrecognizedClientException"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
@@ -15,6 +16,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from . import backfill as engine
+from .backfill import values as engine_values
 from .backfill.conditions import describe as describe_condition
 from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
 from .errors import DynError, Irreversible, UsageError
@@ -43,18 +45,60 @@ class OpSettings:
     remote_lease: Any = None  # lets Dask workers watch the run's lock (set by the runner)
     wait_poll: float = 2.0
     wait_timeout: float = 3600.0
+    sample: float | None = None  # dry run: percent of the segments to scan (None: all)
+    read_price: float = 0.125  # USD per million read units, for cost_usd
+    write_price: float = 0.625  # USD per million write units
+
+
+# counts that do not add up across operations or runs
+NOT_ADDED = frozenset({"segments", "sample"})
 
 
 @dataclass
 class OpRecord:
-    """One operation a step ran (or would run, in a dry run), with its counts."""
+    """One operation a step ran (or would run, in a dry run), with its counts; ``prior``: what
+    earlier runs of the same step did in this operation before they stopped (a resume)."""
 
     op: str
     detail: str
     counts: dict = field(default_factory=dict)
+    prior: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"op": self.op, "detail": self.detail, **({"counts": self.counts} if self.counts else {})}
+
+    def total_dict(self, prices: tuple[float, float]) -> dict:
+        """``as_dict`` with the counts of every run of the step (for its history record)."""
+        d = self.as_dict()
+        if self.prior:
+            counts = add_counts(self.counts, self.prior)
+            counts["cost_usd"] = cost_usd(counts.get("rcu", 0), counts.get("wcu", 0), *prices)
+            d["counts"] = counts
+        return d
+
+
+def cost_usd(rcu: float, wcu: float, read_price: float, write_price: float) -> float:
+    """What ``rcu`` read and ``wcu`` write units cost at prices per million units."""
+    return round((rcu * read_price + wcu * write_price) / 1e6, 6)
+
+
+def add_counts(*many: Mapping) -> dict:
+    """Counts added up by name (numbers only; a segment count or sample share is not added)."""
+    out: dict[str, float] = {}
+    for counts in many:
+        for k, v in counts.items():
+            if k in NOT_ADDED or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            out[k] = out.get(k, 0) + v
+    for k in ("rcu", "wcu"):
+        if k in out:
+            out[k] = round(out[k], 1)
+    for k in ("seconds", "scan_seconds"):
+        if k in out:
+            out[k] = round(out[k], 3)
+    if "cost_usd" in out:
+        out["cost_usd"] = round(out["cost_usd"], 6)
+    return out
 
 
 class Operations:
@@ -80,6 +124,7 @@ class Operations:
         progress: Callable[[str, int | None, str], Any] | None = None,
         log: Callable[[str], None] | None = None,
         source: tuple[str, str] | None = None,
+        errors: Any = None,
     ):
         self._client = client
         self._source = source  # (revision file, "up" | "down"): where a worker process finds our functions
@@ -93,7 +138,9 @@ class Operations:
         self._guard = guard or (lambda: None)
         self._progress = progress
         self._log = log or (lambda msg: None)
+        self._errors = errors  # the step's failures.ErrorBudget (max_errors), or None: stop at the first
         self._data_ops = 0
+        self._cp: Any = None  # the checkpoints of the data operation running
         self.records: list[OpRecord] = []
         # whether this step may have written anything: a step that failed before writing leaves
         # the table clean instead of marked in progress (raw client access counts as a write)
@@ -116,21 +163,23 @@ class Operations:
         raise Irreversible(reason)
 
     # ---- data -------------------------------------------------------------------------
-    def _engine_kwargs(self, label: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
-        """The engine's arguments for the next data operation; ``verbs`` name what its progress
-        counts as written (done, dry run): the engine counts deletes as writes too."""
+    def _engine_kwargs(self, label: str, op: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
+        """The engine's arguments for the next data operation, ``op`` naming it in the errors file;
+        ``verbs`` name what its progress counts as written (done, dry run): the engine counts
+        deletes as writes too."""
         index = self._data_ops
         self._data_ops += 1
         s = self.settings
         if not s.dry_run:
             self.touched = True
+        self._cp = None if s.dry_run or not self._checkpoints else self._checkpoints(index)
         return dict(
             exclude=self._exclude,
             is_meta=self._is_meta,
             segments=s.segments,
             workers=s.workers,
             page_size=s.page_size,
-            checkpoints=None if s.dry_run or not self._checkpoints else self._checkpoints(index),
+            checkpoints=self._cp,
             guard=self._guard,
             dry_run=s.dry_run,
             max_wcu=s.max_wcu,
@@ -144,6 +193,8 @@ class Operations:
             client_factory=s.client_factory,
             executor=self._executor(),
             origin=FnOrigin(*self._source, index, self.table) if self._source else None,
+            errors=self._errors.for_op(op) if self._errors is not None else None,
+            sample=s.sample if s.dry_run else None,
         )
 
     def _executor(self) -> Any:
@@ -161,7 +212,8 @@ class Operations:
                  page_size=None) -> engine.BackfillResult:
         """Rewrite existing items: ``update(item)`` returns attributes to SET (``dynamic.REMOVE``
         removes one) or None. Writes are conditioned on what ``update`` read; make it idempotent."""
-        kw = self._engine_kwargs(f"backfill {getattr(update, '__name__', 'update')}")
+        label = f"backfill {getattr(update, '__name__', 'update')}"
+        kw = self._engine_kwargs(label, label)
         if segments is not None:
             kw["segments"] = segments
         if page_size is not None:
@@ -178,7 +230,7 @@ class Operations:
         for n in names:
             if n in self.table.key_names:
                 raise UsageError(f"op.remove_attributes cannot remove key attribute {n!r}")
-        kw = self._engine_kwargs(f"remove {', '.join(names)}")
+        kw = self._engine_kwargs(f"remove {', '.join(names)}", f"remove_attributes {', '.join(names)}")
         result = engine.remove_attributes(self._data_client, self.table, names, filter=filter, **kw)
         self._record("remove_attributes", f"{', '.join(names)} {_describe_filter(filter)}".strip(), result)
         return result
@@ -189,7 +241,8 @@ class Operations:
         filter and on what ``where`` read, so an item changed since the scan is decided again."""
         if filter is None and where is None:
             raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft')) or a where= predicate")
-        kw = self._engine_kwargs("delete items", ("deleted", "would delete"))
+        kw = self._engine_kwargs("delete items", "delete_items" + (
+            f" {getattr(where, '__name__', 'where')}" if where is not None else ""), ("deleted", "would delete"))
         result = engine.delete_items(self._data_client, self.table, filter=filter, where=where, **kw)
         detail = " ".join(x for x in (_describe_filter(filter), _describe_where(where)) if x)
         self._record("delete_items", detail, result)
@@ -204,32 +257,42 @@ class Operations:
                 raise UsageError(f"op.put_items: item {dict(it)!r} lacks key attribute(s) {missing}")
             if self._is_meta and self._is_meta({k: _ser.serialize(_num(it[k])) for k in self.table.key_names}):
                 raise UsageError("op.put_items: an item uses dyn's reserved partition key value")
+        raws = [{k: _ser.serialize(_num(v)) for k, v in it.items()} for it in items]
+        indexes = engine_values.index_shapes(self.table.gsis, self.table.key_names)
+        # a put costs the new item and its entries in the indexes (more if it replaces a bigger one)
+        estimate = sum(engine_values.write_cost({}, raw, indexes) for raw in raws)
         if self.settings.dry_run:
-            self.records.append(OpRecord("put_items", f"{len(items)} items", {"would_put": len(items)}))
+            self.records.append(OpRecord("put_items", f"{len(items)} items", {
+                "would_put": len(items), "wcu": round(estimate, 1), "cost_usd": cost_usd(0, estimate, *self._prices)}))
             return len(items)
-        requests = [
-            {"PutRequest": {"Item": {k: _ser.serialize(_num(v)) for k, v in it.items()}}} for it in items
-        ]
+        requests = [{"PutRequest": {"Item": raw}} for raw in raws]
+        wcu = 0.0
         for i in range(0, len(requests), 25):
-            self._batch_write(requests[i:i + 25])
-        self.records.append(OpRecord("put_items", f"{len(items)} items", {"put": len(items)}))
+            wcu += self._batch_write(requests[i:i + 25])
+        wcu = wcu or estimate  # what DynamoDB reported, when it does
+        self.records.append(OpRecord("put_items", f"{len(items)} items", {
+            "put": len(items), "wcu": round(wcu, 1), "cost_usd": cost_usd(0, wcu, *self._prices)}))
         return len(items)
 
-    def _batch_write(self, batch: list[dict]) -> None:
+    def _batch_write(self, batch: list[dict]) -> float:
+        """BatchWriteItem until every request is processed; the write units DynamoDB reported."""
         pending = {self.table_name: batch}
         attempt = 0
+        units = 0.0
         while pending:
             self._writing()
             try:
-                r = self._client.batch_write_item(RequestItems=pending)
+                r = self._client.batch_write_item(RequestItems=pending, ReturnConsumedCapacity="TOTAL")
             except ClientError as e:
                 if error_code(e) not in THROTTLE_CODES:
                     raise
                 r = {"UnprocessedItems": pending}
+            units += sum(float(c.get("CapacityUnits") or 0) for c in r.get("ConsumedCapacity") or ())
             pending = r.get("UnprocessedItems") or {}
             if pending:
                 attempt += 1
                 time.sleep(min(5.0, 0.05 * 2 ** attempt))
+        return units
 
     # ---- schema -----------------------------------------------------------------------
     def create_gsi(self, name: str, partition_key: tuple[str, str], sort_key: tuple[str, str] | None = None,
@@ -260,10 +323,12 @@ class Operations:
             else:
                 self.records.append(OpRecord("create_gsi", f"{name} (already there)"))
                 return False
+        create = {"IndexName": name, "KeySchema": index.key_schema(), "Projection": index.projection_dict()}
         if self.settings.dry_run:
+            # the data operations after it write to it too: their estimates count it
+            self.table = _replace(self.table, gsis={**self.table.gsis, name: create})
             self.records.append(OpRecord("create_gsi", f"{name} (would create)"))
             return True
-        create = {"IndexName": name, "KeySchema": index.key_schema(), "Projection": index.projection_dict()}
         if info.billing_mode == "PROVISIONED":
             create["ProvisionedThroughput"] = throughput or info.provisioned
         self._writing()
@@ -274,6 +339,7 @@ class Operations:
         self._log(f"creating index {name} on {self.table_name}")
         if wait:
             self._wait(lambda d: _gsi_ready(d, name), f"index {name} to become ACTIVE")
+        self.table = describe_table(self._client, self.table_name)  # later writes also cost index units
         self.records.append(OpRecord("create_gsi", name))
         return True
 
@@ -284,6 +350,7 @@ class Operations:
             self.records.append(OpRecord("delete_gsi", f"{name} (already gone)"))
             return False
         if self.settings.dry_run:
+            self.table = _replace(self.table, gsis={k: v for k, v in self.table.gsis.items() if k != name})
             self.records.append(OpRecord("delete_gsi", f"{name} (would delete)"))
             return True
         self._writing()
@@ -292,6 +359,7 @@ class Operations:
         if wait:
             self._wait(lambda d: not any(g["IndexName"] == name for g in d.get("GlobalSecondaryIndexes", [])),
                        f"index {name} to be deleted")
+        self.table = describe_table(self._client, self.table_name)
         self.records.append(OpRecord("delete_gsi", name))
         return True
 
@@ -360,16 +428,27 @@ class Operations:
             delay = min(self.settings.wait_poll, delay * 2)
 
     def _record(self, op: str, detail: str, result: engine.BackfillResult) -> None:
-        self.records.append(OpRecord(op, detail, result.as_dict()))
+        counts = result.as_dict()
+        counts["cost_usd"] = cost_usd(result.rcu, result.wcu, *self._prices)
+        prior = self._cp.prior_totals() if hasattr(self._cp, "prior_totals") else {}
+        self.records.append(OpRecord(op, detail, counts, prior))
+        self._cp = None
+
+    @property
+    def _prices(self) -> tuple[float, float]:
+        return self.settings.read_price, self.settings.write_price
 
     def totals(self) -> dict:
-        """Item counts summed over this step's data operations (for the history record)."""
-        out: dict[str, float] = {}
-        for r in self.records:
-            for k, v in r.counts.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    out[k] = out.get(k, 0) + v
-        return out
+        """Counts summed over this run of the step's data operations (a dry run: the estimate)."""
+        return add_counts(*(r.counts for r in self.records))
+
+
+
+def history_counts(op: Operations) -> tuple[list[dict], dict]:
+    """``(ops, totals)`` of a step's history record: over every run of the step, this one and
+    the earlier runs a crash or a failure stopped (their counts are kept with the checkpoints)."""
+    ops = [r.total_dict(op._prices) for r in op.records]
+    return ops, add_counts(*(o.get("counts", {}) for o in ops))
 
 
 def _table_ready(desc: dict) -> bool:
@@ -455,8 +534,8 @@ class _CaptureOperations(Operations):
         super().__init__(None, table, settings=OpSettings(dry_run=True, processes=1))
         self._want = index
 
-    def _engine_kwargs(self, label: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
-        kw = super()._engine_kwargs(label, verbs)
+    def _engine_kwargs(self, label: str, op: str, verbs: tuple[str, str] = ("updated", "would update")) -> dict:
+        kw = super()._engine_kwargs(label, op, verbs)
         kw["executor"] = _Capture() if self._data_ops - 1 == self._want else _Skip()
         return kw
 

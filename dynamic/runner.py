@@ -9,10 +9,13 @@ in one fenced transaction after it ran.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import __version__
@@ -20,9 +23,11 @@ from . import lock as locklib
 from .dynamo import TableInfo
 from . import backup as backups
 from .backfill.cluster import RemoteLease, preflight
-from .errors import DirtyState, DynError, GraphError, Interrupted, Irreversible, LeaseLost, MigrationError
+from .backfill.failures import ErrorBudget
+from .backfill.values import jsonable, plain
+from .errors import DirtyState, DynError, GraphError, Interrupted, Irreversible, LeaseLost, MigrationError, UsageError
 from .graph import RevisionGraph, Step, Target
-from .operations import Operations, OpSettings
+from .operations import Operations, OpSettings, add_counts, history_counts
 from .progress import Reporter
 from .scripts import ScriptDirectory
 from .store import Store, StoreCheckpoints
@@ -42,6 +47,71 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+class ErrorsFile:
+    """Where a run records the items it skipped (``max_errors``): one JSON line each,
+    ``{"revision", "direction", "op", "key", "error"}``, appended and flushed as they come.
+    An item already listed for the same step and operation (an earlier run of the step failed
+    on it too, before its last checkpoint) is not listed again."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.written = 0  # lines this run appended
+        self._lock = threading.Lock()
+        self._listed: set | None = None
+
+    def check(self) -> None:
+        """Refuse, before anything runs, a path the run could not write to."""
+        p = self.path
+        why = None
+        if p.is_dir():
+            why = "it is a folder"
+        elif p.exists():
+            if not os.access(p, os.W_OK):
+                why = "it is not writable"
+        elif not p.parent.is_dir():
+            why = f"its folder {p.parent} does not exist"
+        elif not os.access(p.parent, os.W_OK):
+            why = f"its folder {p.parent} is not writable"
+        if why:
+            raise UsageError(f"errors file {p} cannot be written ({why}): pass --errors-file PATH "
+                             "(or set errors_file) naming a file in a writable folder")
+
+    def sink(self, revision: str, direction: str) -> Callable[[dict, Any, str], None]:
+        def write(key: dict, error: Any, op: str) -> None:
+            plain_key = jsonable(plain(key or {}))
+            ident = (revision, direction, op, json.dumps(plain_key, sort_keys=True, default=str))
+            line = json.dumps({"revision": revision, "direction": direction, "op": op, "key": plain_key,
+                               "error": getattr(error, "message", str(error))}, default=str)
+            with self._lock:
+                listed = self._load_listed()
+                if ident in listed:
+                    return
+                try:
+                    with open(self.path, "a", encoding="utf-8") as f:
+                        f.write(line + "\n")
+                except OSError as e:
+                    raise DynError(f"cannot append to the errors file {self.path}: {e.strerror}") from None
+                listed.add(ident)
+                self.written += 1
+        return write
+
+    def _load_listed(self) -> set:
+        if self._listed is None:
+            self._listed = set()
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                lines = []
+            for line in lines:
+                try:
+                    d = json.loads(line)
+                    self._listed.add((d["revision"], d["direction"], d["op"],
+                                      json.dumps(d["key"], sort_keys=True, default=str)))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return self._listed
+
+
 @dataclass
 class RunOptions:
     dry_run: bool = False
@@ -53,6 +123,8 @@ class RunOptions:
     backup: str = "none"
     # where messages, steps and lock waits go; None: a Reporter over ``log`` and ``progress``
     reporter: Reporter | None = None
+    max_errors: int = 0  # failing items a step records in errors_file and skips before it stops
+    errors_file: ErrorsFile | None = None
 
 
 # ---- what a step did, in words ------------------------------------------------------------
@@ -72,10 +144,11 @@ _SCHEMA_OPS = {
     "update_table": ("updated table", "table"),
 }
 # counts that are not item counts, or are said otherwise
-_NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "samples"}
+_NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "samples", "cost_usd", "scan_seconds",
+               "sample"}
 # how the other item counts read; a key not here reads as "<key> <n>"
 _COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "gone": "deleted meanwhile",
-                "unmatched": "no longer matching"}
+                "unmatched": "no longer matching", "failed": "failed, left untouched"}
 
 
 def _n(value: Any) -> int | float | None:
@@ -163,6 +236,7 @@ class RunResult:
     seconds: float
     warnings: list[str]
     cleared: dict | None = None  # stamp: the step in progress whose mark it removed
+    errors_file: str | None = None  # where this run recorded the items it skipped, if any
 
     @property
     def nothing_to_do(self) -> bool:
@@ -179,8 +253,14 @@ class RunResult:
             return f"dry run: {verb} {what}; nothing was written"
         return f"{verb} {what} in {self.seconds:.1f}s; heads now {', '.join(self.heads_after) or 'base'}"
 
+    @property
+    def totals(self) -> dict:
+        """This run's counts summed over its steps (a dry run: the estimate of the real run)."""
+        return add_counts(*(s.counts for s in self.steps))
+
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["totals"] = self.totals
         d["nothing_to_do"] = self.nothing_to_do
         d["target"] = list(self.target)
         d["heads_before"] = list(self.heads_before)
@@ -254,6 +334,34 @@ def dirty_message(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, 
     return (f"{dirty.get('direction')} of revision {dirty.get('revision')} was left in progress by "
             f"{dirty.get('who', '?')} at {utc_z(dirty.get('started', '?'))}: "
             f"{dirty_advice(graph, heads, dirty, versions)}")
+
+
+DATA_OPS = ("backfill", "remove_attributes", "delete_items", "put_items")
+
+
+def data_operations(script: Any, direction: str) -> list[str]:
+    """The data operations (``op.backfill`` ...) a revision's upgrade (``"up"``) or downgrade
+    calls, read from its source without running it; a call in a helper of the module counts
+    for both directions."""
+    import ast
+
+    try:
+        tree = ast.parse(script.path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+
+    def calls(node: Any) -> list[str]:
+        return [n.func.attr for n in ast.walk(node) if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute) and n.func.attr in DATA_OPS]
+
+    name = "upgrade" if direction == "up" else "downgrade"
+    other = "downgrade" if direction == "up" else "upgrade"
+    found: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name == name or node.name != other:
+                found += calls(node)
+    return found
 
 
 class _Reached(Exception):
@@ -387,6 +495,8 @@ class Runner:
             backups.require_pitr(self.client, self.table.name)
         if steps and self.options.settings.dask_scheduler:
             preflight(self.options.settings.dask_scheduler)  # before anything is written
+        if (steps or record.dirty) and not self.options.dry_run and self.options.max_errors:
+            self._errors_file().check()
         if self.options.dry_run:
             results = [self._dry_step(s) for s in steps]
             return RunResult(command, resolved.revisions, record.heads,
@@ -415,8 +525,24 @@ class Runner:
                 counter += 1
                 heads = step.heads_after
                 dirty = None
+        failed = sum(int(r.counts.get("failed", 0)) for r in results)
         return RunResult(command, resolved.revisions, heads_before, heads, results, False,
-                         time.monotonic() - t0, warnings)
+                         time.monotonic() - t0, warnings,
+                         errors_file=str(self._errors_file().path) if failed else None)
+
+    def _errors_file(self) -> ErrorsFile:
+        if self.options.errors_file is None:
+            self.options.errors_file = ErrorsFile("dyn-errors.jsonl")
+        return self.options.errors_file
+
+    def _budget(self, step: Step, dry_run: bool) -> ErrorBudget:
+        """The step's error budget: ``max_errors`` failing items, recorded in the errors file (a
+        dry run counts them and writes nothing)."""
+        if dry_run or not self.options.max_errors:
+            return ErrorBudget(self.options.max_errors)
+        f = self._errors_file()
+        return ErrorBudget(self.options.max_errors, f.sink(step.revision.revision, step.direction),
+                           where=str(f.path))
 
     def _plan_after_wait(self, command: str, heads: tuple[str, ...], target: Target) -> list[Step]:
         if command == "downgrade":
@@ -448,6 +574,9 @@ class Runner:
                                                   lease.token, lease.lease_seconds)
         if changes:
             settings = replace(settings, **changes)
+        budget = self._budget(step, dry_run)
+        # failures of the step's earlier runs (kept with their checkpoints) count against it too
+        carry = lambda prior: budget.carry(prior.get("failed", 0))  # noqa: E731
         return Operations(
             self.client,
             self.table,
@@ -455,12 +584,14 @@ class Runner:
             settings=settings,
             exclude=self.store.layout.exclude_condition(),
             is_meta=self.store.layout.is_meta,
-            checkpoints=(lambda i: StoreCheckpoints(self.store, lease, f"{rev}#{direction}#{i}", defer_clear=True))
+            checkpoints=(lambda i: StoreCheckpoints(self.store, lease, f"{rev}#{direction}#{i}", defer_clear=True,
+                                                    on_load=carry))
             if lease else None,
             guard=lease.check if lease else None,
             progress=self.report.progress,
             log=self.report.status,
             source=(str(self.scripts.get(rev).path), direction),
+            errors=budget,
         )
 
     def _call(self, step: Step, op: Operations) -> None:
@@ -521,6 +652,9 @@ class Runner:
             raise failure from (None if isinstance(e, KeyboardInterrupt) else e)
         seconds = time.monotonic() - t
         counts = op.totals()
+        # the history record: every run of the step, this one and those a crash or a failure
+        # stopped (their counts are kept with their checkpoints)
+        history_ops, history_totals = history_counts(op)
         self.store.finish_step(
             lease.token,
             expected_counter=counter,
@@ -529,9 +663,9 @@ class Runner:
                 "revision": rev, "direction": direction, "doc": step.revision.doc,
                 "started": started, "finished": now_iso(), "seconds": round(seconds, 3),
                 "who": who(), "pid": os.getpid(), "dyn_version": __version__,
-                "checksum": script.checksum, "counts": counts,
-                "ops": [r.as_dict() for r in op.records],
+                "checksum": script.checksum, "counts": history_totals, "ops": history_ops,
                 "heads_before": list(step.heads_before), "heads_after": list(step.heads_after),
+                **({"resumed": True} if resumed else {}),
                 **({"backup_arn": self.backup_arn} if getattr(self, "backup_arn", None) else {}),
             },
             checksum_set={rev: script.checksum} if direction == "up" else None,

@@ -29,7 +29,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -352,6 +352,7 @@ class Store:
         self.layout = MetaLayout(table, meta_pk)
         self._registered: dict[str, int] = {}  # checkpoint scopes this store registered
         self._positions: dict[str, dict[int, dict | str]] = {}  # every known position, by scope
+        self._counts: dict[str, dict[int, dict]] = {}  # each segment's counts at its position, by scope
 
     # ---- reading ------------------------------------------------------------------------
     def read_raw(self) -> dict | None:
@@ -632,7 +633,7 @@ class Store:
 
     # ---- checkpoints ----------------------------------------------------------------------
     def save_checkpoints(self, token: str, scope: str, positions: Mapping[int, dict | str],
-                         total_segments: int) -> None:
+                         total_segments: int, counts: Mapping[int, dict] | None = None) -> None:
         """Called by the backfill engine's flusher every couple of seconds: records the new
         positions of some segments (a raw LastEvaluatedKey, or ``"done"``) -- in ONE transaction
         with a check that ``token`` still holds the lock (else LeaseLost, nothing written), or a
@@ -640,9 +641,14 @@ class Store:
         item, so the cost is a few small items whatever the segment count. The first save of a
         scope also registers it, with its segment count, in the version record; a different
         count for a registered scope is refused (TableError). One writer per scope: the
-        process that runs the operation (it keeps every position of the scope in memory)."""
+        process that runs the operation (it keeps every position of the scope in memory).
+        ``counts``, when given, are what each of those segments did up to its position (numbers
+        by name); they are kept beside the positions (``checkpoint_counts``)."""
         total_segments = int(total_segments)
         known = self._positions.setdefault(scope, {})
+        known_counts = self._counts.setdefault(scope, {})
+        for segment, c in (counts or {}).items():
+            known_counts[int(segment)] = {k: v for k, v in c.items() if v}
         changed: set[int] = set()
         for segment, position in positions.items():
             segment = int(segment)
@@ -692,6 +698,7 @@ class Store:
                     # this store remembers were cleared with the scope)
                     self._registered.pop(scope, None)
                     self._positions[scope] = {int(k): v for k, v in positions.items()}
+                    self._counts[scope] = {int(k): dict(c) for k, c in (counts or {}).items()}
                     changed = {int(k) // CHECKPOINT_CHUNK for k in positions}
                     continue
                 raise TableError(
@@ -702,18 +709,24 @@ class Store:
 
     def _chunk_item(self, scope: str, chunk: int, total_segments: int, saved: str) -> dict:
         known = self._positions.get(scope, {})
+        known_counts = self._counts.get(scope, {})
         first = chunk * CHECKPOINT_CHUNK
-        packed = {}
+        packed, counts = {}, {}
         for segment in range(first, min(first + CHECKPOINT_CHUNK, total_segments)):
             pos = known.get(segment)
             if pos is not None:
                 packed[str(segment)] = {"S": "done"} if isinstance(pos, str) else {"M": dict(pos)}
-        return {
+                if known_counts.get(segment):
+                    counts[str(segment)] = to_av(known_counts[segment])
+        item = {
             **self.layout.checkpoint_key(scope, chunk),
             "scope": {"S": scope}, "chunk": {"N": str(chunk)},
             "total_segments": {"N": str(total_segments)}, "positions": {"M": packed},
             "saved": {"S": saved},
         }
+        if counts:
+            item["counts"] = {"M": counts}
+        return item
 
     def load_checkpoints(self, scope: str) -> tuple[int | None, dict[int, dict | str]]:
         """Called by the backfill engine before it starts: the segment count the scope was saved
@@ -723,16 +736,27 @@ class Store:
         total = record.checkpoint_scopes.get(scope)
         if total is None:
             self._positions.pop(scope, None)
+            self._counts.pop(scope, None)
             return None, {}
         self._registered[scope] = total
         chunks = -(-total // CHECKPOINT_CHUNK)
         items = self._batch_get([self.layout.checkpoint_key(scope, c) for c in range(chunks)])
         positions: dict[int, dict | str] = {}
+        counts: dict[int, dict] = {}
         for item in items:
             for seg, pos in (item.get("positions", {}).get("M") or {}).items():
                 positions[int(seg)] = pos["S"] if "S" in pos else pos["M"]
+            for seg, c in (item.get("counts", {}).get("M") or {}).items():
+                if int(seg) in positions:
+                    counts[int(seg)] = from_av(c)
         self._positions[scope] = dict(positions)
+        self._counts[scope] = counts
         return total, positions
+
+    def checkpoint_counts(self, scope: str) -> dict[int, dict]:
+        """What each segment of ``scope`` had done at its saved position, as the last
+        ``load_checkpoints`` read it (or this store saved it since): ``{segment: {name: n}}``."""
+        return {seg: dict(c) for seg, c in self._counts.get(scope, {}).items()}
 
     def clear_checkpoints(self, token: str, scope: str) -> None:
         """Deletes one scope's checkpoints, fenced by ``token`` (else LeaseLost). The items go
@@ -742,6 +766,7 @@ class Store:
         total = record.checkpoint_scopes.get(scope)
         self._registered.pop(scope, None)
         self._positions.pop(scope, None)
+        self._counts.pop(scope, None)
         if total is None:
             return
         chunks = -(-total // CHECKPOINT_CHUNK)
@@ -894,9 +919,16 @@ class StoreCheckpoints:
     total_segments) / clear()`` for one scope, fenced by a lease (or its token). With a lease,
     ``save`` first checks it locally so a lost lease stops the engine before a network call."""
 
-    def __init__(self, store: Store, lease_or_token: Any, scope: str, *, defer_clear: bool = False):
+    keeps_counts = True  # the engine hands each segment's counts with its position
+
+    def __init__(self, store: Store, lease_or_token: Any, scope: str, *, defer_clear: bool = False,
+                 on_load: Callable[[dict], None] | None = None):
         self.store = store
         self.scope = scope
+        # what earlier runs of this operation did, by segment, up to their saved positions: a
+        # resumed run's saves add its own counts to these, so the table keeps the totals
+        self.prior: dict[int, dict] = {}
+        self.on_load = on_load
         # the runner defers: finish_step drops a step's checkpoints once the step is recorded,
         # so a crash between a backfill's end and that record does not redo the whole backfill
         self.defer_clear = defer_clear
@@ -904,13 +936,37 @@ class StoreCheckpoints:
         self._check = getattr(lease_or_token, "check", None)
 
     def load(self) -> tuple[int | None, dict[int, dict | str]]:
-        return self.store.load_checkpoints(self.scope)
+        loaded = self.store.load_checkpoints(self.scope)
+        self.prior = self.store.checkpoint_counts(self.scope)
+        if self.on_load is not None:
+            self.on_load(self.prior_totals())
+        return loaded
 
-    def save(self, positions: Mapping[int, dict | str], total_segments: int) -> None:
+    def prior_totals(self) -> dict:
+        """The counts of the earlier runs of this operation, summed over its segments."""
+        out: dict = {}
+        for c in self.prior.values():
+            for k, v in c.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def save(self, positions: Mapping[int, dict | str], total_segments: int,
+             counts: Mapping[int, dict] | None = None) -> None:
         if self._check is not None:
             self._check()
-        self.store.save_checkpoints(self.token, self.scope, positions, total_segments)
+        if counts is not None and self.prior:
+            counts = {seg: _add(self.prior.get(int(seg)), c) for seg, c in counts.items()}
+        self.store.save_checkpoints(self.token, self.scope, positions, total_segments, counts)
 
     def clear(self) -> None:
         if not self.defer_clear:
             self.store.clear_checkpoints(self.token, self.scope)
+
+
+def _add(a: Mapping | None, b: Mapping) -> dict:
+    """Two sets of counts added up by name."""
+    out = dict(a or {})
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out

@@ -174,6 +174,13 @@ def test_kill_9_mid_backfill_then_upgrade_resumes_from_the_table(ddb_local, loca
     # burst) plus one batch of 25 per worker -- not a share of the table
     assert counts["unchanged"] <= 2 * interval * max_wcu + workers * 25, counts
     assert counts["matched"] < 0.6 * n, counts
+    # the history record counts both runs: the killed run's part (kept with its checkpoints)
+    # and this one; only what the killed run wrote after its last checkpoint is counted as
+    # unchanged (read again) instead of updated
+    history = json.loads(dyn(root, ddb_local.endpoint_url, "history", "--applied", "--json").stdout)[0]
+    total = history["counts"]
+    assert history["resumed"] and counts["updated"] < total["updated"] <= n
+    assert total["updated"] >= n - (2 * interval * max_wcu + workers * 25), (total, counts)
 
 
 def test_a_small_table_gets_one_segment_and_one_checkpoint_write(ddb_local, local_client, tmp_path):

@@ -32,6 +32,7 @@ from ..errors import UsageError
 from . import engine as _engine
 from .checkpoints import DEFAULT_INTERVAL, Checkpoints, MemoryCheckpoints
 from .executor import Executor, ThreadExecutor
+from .failures import ErrorBudget
 from .ratelimit import TokenBucket
 from .result import BackfillResult, UpdateFailed
 from .sizing import default_segments, default_workers
@@ -41,6 +42,7 @@ __all__ = [
     "REMOVE",
     "BackfillResult",
     "Checkpoints",
+    "ErrorBudget",
     "Executor",
     "ItemView",
     "MemoryCheckpoints",
@@ -80,6 +82,8 @@ def backfill(
     processes: int | None = 1,
     client_factory: Callable[[], Any] | None = None,
     origin: Any = None,
+    errors: Any = None,
+    sample: float | None = None,
 ) -> BackfillResult:
     """Apply ``update`` to every item of ``table`` matching ``filter`` (and ``exclude``).
 
@@ -91,11 +95,13 @@ def backfill(
     before every write and stops the run by raising. ``segments`` defaults from the table's
     size, ``workers`` from the client's connection pool; a resume keeps the checkpointed
     segment count. ``dry_run`` scans and calls ``update`` but writes nothing (and neither
-    reads nor saves checkpoints). ``processes`` > 1 (None: one per core) walks the segments in
+    reads nor saves checkpoints); its result is the real run's estimate, from ``sample`` percent
+    of the segments when given. ``processes`` > 1 (None: one per core) walks the segments in
     worker processes of ``workers`` threads each, with clients from ``client_factory()``
     (default: a copy of ``client``'s region and endpoint); ``executor`` runs them elsewhere
-    (:class:`~dynamic.backfill.dask.DaskExecutor`). Raises :class:`UpdateFailed` when
-    ``update`` raises.
+    (:class:`~dynamic.backfill.cluster.DaskExecutor`). An item whose ``update`` fails (or whose
+    write DynamoDB rejects) goes to ``errors.record(key, error)`` (an :class:`ErrorBudget`),
+    which skips it or raises; without ``errors`` the first one raises :class:`UpdateFailed`.
     """
     if not callable(update):
         raise UsageError(f"update must be a callable taking the item, got {type(update).__name__}")
@@ -104,7 +110,7 @@ def backfill(
                        guard=guard, dry_run=dry_run, max_wcu=max_wcu, max_rcu=max_rcu, progress=progress,
                        label=label, checkpoint_interval=checkpoint_interval, write_mode=write_mode,
                        max_retry_seconds=max_retry_seconds, executor=executor, processes=processes,
-                       client_factory=client_factory, origin=origin)
+                       client_factory=client_factory, origin=origin, errors=errors, sample=sample)
 
 
 def remove_attributes(client: Any, table: TableInfo, names: str | Iterable[str], *, filter: Any = None,

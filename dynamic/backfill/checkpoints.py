@@ -18,7 +18,12 @@ DEFAULT_INTERVAL = 2.0  # seconds between two flushes
 
 
 class Checkpoints(Protocol):
-    """The runner passes one backed by the table's ``_dyn`` records and fenced by its lock."""
+    """The runner passes one backed by the table's ``_dyn`` records and fenced by its lock.
+
+    One that sets ``keeps_counts = True`` gets, with each save, the counts of every segment
+    saved (``{segment: {"updated": n, ...}}``, what the segment did up to that position), so
+    the totals of an operation resumed after a crash can include its earlier runs.
+    """
 
     def load(self) -> tuple[int | None, dict[int, dict | str]]:
         """``(total_segments, {segment: LastEvaluatedKey | "done"})``; ``(None, {})`` if none."""
@@ -36,9 +41,12 @@ class Checkpoints(Protocol):
 class MemoryCheckpoints:
     """Checkpoints in a dict (tests, and library callers that do not need to survive a crash)."""
 
+    keeps_counts = True
+
     def __init__(self) -> None:
         self.total: int | None = None
         self.positions: dict[int, dict | str] = {}
+        self.counts: dict[int, dict] = {}  # each segment's counts up to its position
         self.saves = 0  # save() calls: what a store would spend a transaction on
         self.cleared = False
         self._lock = threading.Lock()
@@ -47,15 +55,17 @@ class MemoryCheckpoints:
         with self._lock:
             return self.total, dict(self.positions)
 
-    def save(self, positions: Mapping[int, dict | str], total_segments: int) -> None:
+    def save(self, positions: Mapping[int, dict | str], total_segments: int,
+             counts: Mapping[int, dict] | None = None) -> None:
         with self._lock:
             self.total = total_segments
             self.positions.update(positions)
+            self.counts.update(counts or {})
             self.saves += 1
 
     def clear(self) -> None:
         with self._lock:
-            self.total, self.positions, self.cleared = None, {}, True
+            self.total, self.positions, self.counts, self.cleared = None, {}, {}, True
 
 
 class Flusher:
@@ -75,15 +85,23 @@ class Flusher:
         self.error: BaseException | None = None
         self.flushes = 0
         self._dirty: dict[int, dict | str] = {}
-        self._lock = threading.Lock()  # guards _dirty
+        self._counts: dict[int, dict] = {}  # each dirty segment's counts at its position
+        self._with_counts = bool(getattr(checkpoints, "keeps_counts", False))
+        self._lock = threading.Lock()  # guards _dirty and _counts
         self._saving = threading.Lock()  # one save at a time, in mark order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def mark(self, segment: int, position: dict | str) -> None:
-        """A segment reached ``position`` (called by walkers; cheap)."""
+    def mark(self, segment: int, position: dict | str, counts: Any = None) -> None:
+        """A segment reached ``position``, having done ``counts`` (a ``Counts``, or its dict)
+        so far (called by walkers; cheap)."""
+        snapshot = None
+        if self._with_counts and counts is not None:
+            snapshot = dict(counts) if isinstance(counts, Mapping) else counts.as_dict()
         with self._lock:
             self._dirty[segment] = position
+            if snapshot is not None:
+                self._counts[segment] = snapshot
 
     def start(self) -> "Flusher":
         self._thread = threading.Thread(target=self._loop, name="dyn-checkpoints", daemon=True)
@@ -106,14 +124,22 @@ class Flusher:
         with self._saving:
             with self._lock:
                 batch, self._dirty = self._dirty, {}
+                counts, self._counts = self._counts, {}
             if not batch:
                 return
+            if self._with_counts:
+                save = lambda: self.checkpoints.save(batch, self.total, counts=counts)  # noqa: E731
+            else:
+                save = lambda: self.checkpoints.save(batch, self.total)  # noqa: E731
             try:
-                self.call(lambda: self.checkpoints.save(batch, self.total), stoppable=stoppable)
+                self.call(save, stoppable=stoppable)
             except BaseException:
                 with self._lock:  # not saved: keep them, unless a newer position came meanwhile
                     for seg, pos in batch.items():
-                        self._dirty.setdefault(seg, pos)
+                        if seg not in self._dirty:
+                            self._dirty[seg] = pos
+                            if seg in counts:
+                                self._counts[seg] = counts[seg]
                 raise
             self.flushes += 1
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import DynError, LeaseLost, UsageError
+from .failures import errors_of
 from .ratelimit import Stopped, TokenBucket
 from .retry import Caller
 from .walk import Job, Samples, Segment, Worker
@@ -73,6 +74,7 @@ class _Done:
     position: dict | str | None
     counts: dict
     samples: list
+    failures: list  # (raw key, error) of the items the slice skipped; the budget is the runner's
 
 
 class DaskExecutor:
@@ -123,7 +125,11 @@ class DaskExecutor:
                     error = error or e
                     engine.stop.set()
                     continue
-                self._apply(engine, done)
+                try:
+                    self._apply(engine, done)
+                except BaseException as e:  # noqa: BLE001 - too many items failed
+                    error = error or e
+                    engine.stop.set()
                 if engine.stop.is_set():
                     continue
                 try:
@@ -148,6 +154,8 @@ class DaskExecutor:
         engine.remote_report(done.index, done.position, done.counts)
         for sample in done.samples:
             engine.samples.add_sample(sample)
+        for key, error in done.failures:  # raises once the budget is spent
+            errors_of(engine.errors).record(key, error)
 
     def _drain(self, engine: "Engine", dask: Any, distributed: Any, running: set) -> None:
         """After a stop: slices already running finish (their lease watch stops them if the lock
@@ -157,7 +165,10 @@ class DaskExecutor:
         finished, _ = distributed.wait(list(running), timeout=STOP_GRACE)
         for fut in finished:
             if fut.status == "finished":
-                self._apply(engine, fut.result())
+                try:
+                    self._apply(engine, fut.result())
+                except BaseException:  # noqa: BLE001 - already stopping
+                    pass
         dask.cancel(list(running))
 
 
@@ -274,13 +285,26 @@ def _run_slice(shipped: _Shipped, work: _Slice) -> _Done:
 
     seg = Segment(work.index, work.position)
     samples = Samples()
+    failures = _Failures()
     try:
-        Worker(shipped.job, client, caller, report, samples).run_segment(seg)
+        Worker(shipped.job, client, caller, report, samples, failures).run_segment(seg)
     except _SliceDone:
         pass
     except Stopped:
         pass
-    return _Done(seg.index, seg.position, seg.counts.as_dict(), samples.items)
+    return _Done(seg.index, seg.position, seg.counts.as_dict(), samples.items, failures.items)
+
+
+class _Failures:
+    """A slice's failing items, skipped and handed back with its result."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self._lock = threading.Lock()
+
+    def record(self, key: dict, error: BaseException) -> None:
+        with self._lock:
+            self.items.append((key, error))
 
 
 class LeaseWatch:

@@ -12,9 +12,10 @@ from ..dynamo import ClientSpec, TableInfo, translate
 from ..errors import LeaseLost, UsageError
 from .checkpoints import DEFAULT_INTERVAL, Checkpoints, Flusher
 from .conditions import check
+from .estimate import extrapolate, sample_segments
 from .executor import Executor, ThreadExecutor
 from .processes import ProcessExecutor, default_processes
-from .ratelimit import TokenBucket
+from .ratelimit import Stopped, TokenBucket
 from .result import BackfillResult, Counts
 from .retry import Caller
 from .sizing import default_segments, default_workers
@@ -31,13 +32,20 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         max_rcu: float | None = None, progress: Any = None, label: str = "backfill",
         checkpoint_interval: float = DEFAULT_INTERVAL, write_mode: str = "batch",
         max_retry_seconds: float = 600.0, executor: Executor | None = None, processes: int | None = 1,
-        client_factory: Callable[[], Any] | None = None, origin: Any = None) -> BackfillResult:
+        client_factory: Callable[[], Any] | None = None, origin: Any = None, errors: Any = None,
+        sample: float | None = None) -> BackfillResult:
     """Resolve the options into a :class:`Job` and run it (see ``dynamic.backfill.backfill``).
 
     ``processes``: worker processes (None: one per available core, capped by the segments;
     1: threads of this process only), each making its client with ``client_factory()``.
-    ``executor`` overrides both (e.g. a Dask cluster)."""
+    ``executor`` overrides both (e.g. a Dask cluster). A dry run's result is the real run's
+    estimate (``estimate.extrapolate``), from ``sample`` percent of the segments when given."""
     check(filter)
+    if sample is not None:
+        if not dry_run:
+            raise UsageError("a sample applies to a dry run only: a real run scans every segment")
+        if not 0 < sample <= 100:
+            raise UsageError(f"sample must be a percentage above 0 and at most 100, got {sample}")
     check(exclude, "exclude")
     if write_mode not in ("batch", "item"):
         raise UsageError(f"write_mode must be \"batch\" or \"item\", got {write_mode!r}")
@@ -54,6 +62,11 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         positions = {}
     if total_segments < 1:
         raise UsageError(f"segments must be at least 1, got {segments}")
+    real_segments = scanned = total_segments
+    if dry_run and sample is not None and sample < 100:  # the other segments count as done
+        total_segments, chosen = sample_segments(real_segments, sample)
+        scanned = len(chosen)
+        positions = dict.fromkeys(set(range(total_segments)).difference(chosen), "done")
     job = Job(table=table, kind=kind, fn=fn, filter=filter, exclude=exclude, is_meta=is_meta,
               total_segments=total_segments, page_size=int(page_size) if page_size else DEFAULT_PAGE_SIZE,
               write_mode=write_mode, dry_run=dry_run, label=label, max_retry_seconds=max_retry_seconds,
@@ -66,13 +79,19 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         if n > 1:
             executor = ProcessExecutor(n, workers, client_factory or ClientSpec.of(client),
                                        max_wcu=max_wcu, max_rcu=max_rcu)
-            max_wcu = max_rcu = None  # the workers share them out
         else:
             executor = ThreadExecutor(workers)
-    engine = Engine(client, job, positions, checkpoints=checkpoints, guard=guard, max_wcu=max_wcu,
-                    max_rcu=max_rcu, progress=progress, checkpoint_interval=checkpoint_interval,
-                    executor=executor)
-    return engine.run()
+    local = isinstance(executor, ThreadExecutor)  # elsewhere, the executor shares the caps out
+    engine = Engine(client, job, positions, checkpoints=checkpoints, guard=guard,
+                    max_wcu=max_wcu if local else None, max_rcu=max_rcu if local else None,
+                    progress=progress, checkpoint_interval=checkpoint_interval,
+                    executor=executor, errors=errors)
+    result = engine.run()
+    if dry_run:
+        result = extrapolate(result, scanned_segments=scanned, total_segments=total_segments,
+                             real_segments=real_segments, workers=workers, page_size=job.page_size,
+                             write_mode=write_mode, max_wcu=max_wcu, max_rcu=max_rcu)
+    return result
 
 
 class Engine:
@@ -80,8 +99,9 @@ class Engine:
 
     def __init__(self, client: Any, job: Job, positions: dict, *, checkpoints: Checkpoints | None,
                  guard: Callable[[], None] | None, max_wcu: float | None, max_rcu: float | None,
-                 progress: Any, checkpoint_interval: float, executor: Executor):
+                 progress: Any, checkpoint_interval: float, executor: Executor, errors: Any = None):
         self.client = client
+        self.errors = errors  # record(key, error) for a failing item (failures.ErrorBudget)
         self.job = job
         self.checkpoints = checkpoints
         self.progress = progress
@@ -104,7 +124,7 @@ class Engine:
     def report(self, seg: Segment) -> None:
         """A page of ``seg`` is done: mark its position, tell progress what moved."""
         if self.flusher is not None:
-            self.flusher.mark(seg.index, seg.position)  # type: ignore[arg-type]
+            self.flusher.mark(seg.index, seg.position, seg.counts)  # type: ignore[arg-type]
         if self.progress is not None:
             with self._report_lock:
                 c, r = seg.counts, seg.reported
@@ -157,8 +177,8 @@ class Engine:
         flusher = self.flusher
         if flusher is None:
             return error
-        if error is None and flusher.error is not None:
-            error = flusher.error
+        if (error is None or isinstance(error, Stopped)) and flusher.error is not None:
+            error = flusher.error  # the flusher failed first (the lease is gone): the cause, not the stop
         lease_gone = isinstance(error, LeaseLost) or isinstance(flusher.error, LeaseLost)
         try:
             flusher.close(final=not lease_gone)

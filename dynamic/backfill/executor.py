@@ -36,7 +36,7 @@ class ThreadExecutor:
         if not segments:
             return None
         stop = engine.stop
-        worker = Worker(engine.job, engine.client, engine.caller, engine.report, engine.samples)
+        worker = Worker(engine.job, engine.client, engine.caller, engine.report, engine.samples, engine.errors)
         with ThreadPoolExecutor(max_workers=min(self.workers, len(segments)),
                                 thread_name_prefix="dyn-segment") as pool:
             futures = [pool.submit(worker.run_segment, s) for s in segments]

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from ..dynamo import TableInfo
 from ..errors import UsageError
 from .result import UpdateFailed
-from .values import REMOVE, ItemView, av_equal, key_text, one_line, serializer
+from .values import REMOVE, ItemView, av_equal, key_text, one_line, serializer, write_cost
 
 MAX_CONFLICTS = 25  # decisions on one item (it kept changing under us) before giving up
 
@@ -47,6 +47,10 @@ class Change:
         for n in self.removes:
             new.pop(n, None)
         return new
+
+    def units(self, indexes: tuple = ()) -> float:
+        """Write units this write costs when it lands (``values.write_cost``)."""
+        return write_cost(self.raw, None if self.is_delete else self.new_item(), indexes)
 
 
 class UpdatePlan:

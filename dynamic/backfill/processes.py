@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import DynError, LeaseLost
 from .executor import first_error
+from .failures import errors_of
 from .ratelimit import Stopped, TokenBucket
 from .retry import Caller
 from .walk import Job, Samples, Segment, Worker
@@ -191,6 +192,12 @@ def _read(engine: "Engine", conn: Any, errors: list, exited: list, i: int) -> No
             engine.remote_report(msg[1], msg[2], msg[3])
         elif kind == "sample":
             engine.samples.add_sample(msg[1])
+        elif kind == "failed":  # an item that failed: the budget (in this process) decides
+            try:
+                errors_of(engine.errors).record(msg[1], msg[2])
+            except BaseException as e:  # noqa: BLE001 - over the budget: the run stops
+                errors.append(e)
+                engine.stop.set()
         elif kind == "error":
             errors.append(msg[1])
             engine.stop.set()
@@ -267,6 +274,17 @@ class _Pipe:
                 self.stop.set()
 
 
+class _SentFailures:
+    """A worker's error budget: each failing item is skipped here and counted against the
+    budget in the parent, which stops the run once it is spent."""
+
+    def __init__(self, pipe: _Pipe):
+        self.pipe = pipe
+
+    def record(self, key: dict, error: BaseException) -> None:
+        self.pipe.send(("failed", key, _portable(error)))
+
+
 class _SentSamples(Samples):
     def __init__(self, pipe: _Pipe):
         super().__init__()
@@ -310,7 +328,7 @@ def _child_main(spec: _Spec, conn: Any, share: list, lease: Any) -> None:
             seg.reported.add(delta)
             pipe.send(("page", seg.index, seg.position, delta))
 
-        worker = Worker(job, spec.client_factory(), caller, report, _SentSamples(pipe))
+        worker = Worker(job, spec.client_factory(), caller, report, _SentSamples(pipe), _SentFailures(pipe))
     except BaseException as e:  # noqa: BLE001 - told to the parent, which stops the run
         pipe.send(("error", _portable(e)))
         conn.close()

@@ -11,8 +11,10 @@ class UpdateFailed(DynError):
     """``update(item)`` (or a ``where`` predicate) raised, returned something unusable, or
     DynamoDB rejected the write of that item.
 
-    The operation stops; its checkpoints stay, so once the revision is fixed a new run resumes
-    where this one stopped. ``key`` is the item's raw key, ``__cause__`` the original exception.
+    Within the error budget (``max_errors``, see ``failures``) the item is left untouched and
+    the run goes on; past it the operation stops, its checkpoints stay, and once the revision
+    is fixed a new run resumes where this one stopped. ``key`` is the item's raw key,
+    ``__cause__`` the original exception.
     """
 
     def __init__(self, message: str, key: dict | None = None, original: BaseException | None = None):
@@ -24,7 +26,7 @@ class UpdateFailed(DynError):
         return (type(self), (self.message, self.key))
 
 
-COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched")
+COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched", "failed")
 
 
 class Counts:
@@ -59,7 +61,17 @@ class BackfillResult:
     ``conflicts``: writes that found the item changed since it was read and decided again on
     what is there now; ``deleted``: items this operation deleted; ``gone``: items deleted by
     someone else before this operation wrote them (never resurrected); ``unmatched``: items
-    that stopped matching the filter between the scan and the write (left alone).
+    that stopped matching the filter between the scan and the write (left alone); ``failed``:
+    items whose ``update`` / ``where`` failed or whose write DynamoDB rejected, left untouched
+    within the error budget. ``rcu`` / ``wcu``: capacity units consumed, as DynamoDB reports
+    them.
+
+    In a dry run the counts are what the run would do, ``rcu`` what its scan consumed (the
+    real run's scan reads the same), ``wcu`` what its writes would consume (1 unit per started
+    KB of the larger of the item before and after, plus the indexes the write changes) and
+    ``seconds`` how long the run would take; ``scan_seconds`` is how long the dry run took.
+    With a sample (``sample``: the share of the segments scanned, in percent) every figure is
+    extrapolated to the whole table.
     """
 
     scanned: int = 0
@@ -70,11 +82,14 @@ class BackfillResult:
     deleted: int = 0
     gone: int = 0
     unmatched: int = 0
+    failed: int = 0
     rcu: float = 0.0
     wcu: float = 0.0
     seconds: float = 0.0
     segments: int = 0
     samples: list[dict] = field(default_factory=list)
+    sample: float | None = None  # dry run: percent of the segments scanned (None: all)
+    scan_seconds: float | None = None  # dry run: how long the dry run itself took
 
     @classmethod
     def from_counts(cls, counts: Counts, **kw) -> "BackfillResult":
@@ -88,4 +103,9 @@ class BackfillResult:
         d["samples"] = jsonable(self.samples)
         if not self.samples:
             del d["samples"]
+        for k in ("sample", "scan_seconds"):
+            if d[k] is None:
+                del d[k]
+        if self.scan_seconds is not None:
+            d["scan_seconds"] = round(self.scan_seconds, 3)
         return d

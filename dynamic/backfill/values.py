@@ -136,6 +136,45 @@ def write_units(size: int) -> float:
     return float(max(1, ceil(size / 1024)))
 
 
+def index_shapes(gsis: Mapping[str, dict], key_names: tuple) -> tuple:
+    """``(index key names, projected attribute names or None for ALL)`` of each global
+    secondary index in a DescribeTable's ``GlobalSecondaryIndexes`` (by name)."""
+    out = []
+    for g in gsis.values():
+        keys = tuple(k["AttributeName"] for k in g.get("KeySchema", ()))
+        proj = g.get("Projection") or {}
+        kind = proj.get("ProjectionType", "ALL")
+        attrs = None if kind == "ALL" else frozenset(
+            (*keys, *key_names, *((proj.get("NonKeyAttributes") or ()) if kind == "INCLUDE" else ())))
+        out.append((keys, attrs))
+    return tuple(out)
+
+
+def write_cost(old: Mapping, new: Mapping | None, indexes: tuple = ()) -> float:
+    """Write units of a write that turns item ``old`` into ``new`` (None: deletes it), as AWS
+    bills them: 1 per started KB of the larger of the two, plus, for each global secondary
+    index (``index_shapes``), what the write does to the index entry -- put or delete it (its
+    size), update it when a projected attribute changed, or both when its key changed."""
+    units = write_units(max(item_size(old), item_size(new) if new is not None else 0))
+    for keys, attrs in indexes:
+        was = all(k in old for k in keys)
+        now = new is not None and all(k in new for k in keys)
+        if was:
+            before = old if attrs is None else {k: v for k, v in old.items() if k in attrs}
+        if now:
+            after = new if attrs is None else {k: v for k, v in new.items() if k in attrs}  # type: ignore[union-attr]
+        if was and now:
+            if not all(av_equal(old[k], new[k]) for k in keys):  # type: ignore[index]
+                units += write_units(item_size(before)) + write_units(item_size(after))
+            elif not same_item(before, after):
+                units += write_units(max(item_size(before), item_size(after)))
+        elif was:
+            units += write_units(item_size(before))
+        elif now:
+            units += write_units(item_size(after))
+    return units
+
+
 # ---- the item handed to user code --------------------------------------------------------------
 class ItemView(Mapping):
     """The item as plain Python values, recording which attributes user code read.

@@ -10,12 +10,13 @@ from boto3.dynamodb.conditions import ConditionBase
 
 from ..dynamo import TableInfo
 from .conditions import scan_filter
+from .failures import errors_of
 from .plan import Change, DeletePlan, UpdatePlan
 from .ratelimit import Stopped
-from .result import Counts
+from .result import Counts, UpdateFailed
 from .retry import Caller, consumed
 from .statements import Statements
-from .values import REMOVE, deserializer, plain
+from .values import REMOVE, deserializer, index_shapes, plain
 from .writes import BATCH, WritePath
 
 MAX_SAMPLES = 5
@@ -30,8 +31,8 @@ class Job:
     kind: str  # "update" | "delete"
     fn: Callable | None  # update(item), or where(item) for a delete
     filter: ConditionBase | None  # the user's filter: in the Scan, and again in every write
-    exclude: ConditionBase | None  # dyn's own records: kept out of the Scan
-    is_meta: Callable[[dict], bool] | None  # ... and skipped client-side as well
+    exclude: ConditionBase | None  # dyn's own records (without is_meta: kept out of the Scan)
+    is_meta: Callable[[dict], bool] | None  # dyn's own records, recognised client-side
     total_segments: int
     page_size: int
     write_mode: str = "batch"
@@ -41,8 +42,15 @@ class Job:
     origin: Any = None  # where ``fn`` comes from, for a process that cannot inherit it: ``origin.load()``
 
     def scan_kwargs(self) -> dict:
-        cond = self.filter if self.exclude is None else (
-            self.exclude if self.filter is None else self.filter & self.exclude)
+        """The Scan's arguments. With ``is_meta``, dyn's own records pass the filter (``filter
+        OR NOT exclude``) so that each page shows how many of its ScannedCount were dyn's, and
+        ``scanned`` counts only the user's items; they are dropped before any decision."""
+        if self.exclude is None:
+            cond = self.filter
+        elif self.is_meta is not None:
+            cond = None if self.filter is None else self.filter | ~self.exclude
+        else:
+            cond = self.exclude if self.filter is None else self.filter & self.exclude
         return {
             "TableName": self.table.name,
             "TotalSegments": self.total_segments,
@@ -99,16 +107,19 @@ class Worker:
     (the segment's position and counts have moved)."""
 
     def __init__(self, job: Job, client: Any, caller: Caller, report: Callable[[Segment], None],
-                 samples: Samples | None = None):
+                 samples: Samples | None = None, errors: Any = None):
         self.job = job
         self.client = client
         self.caller = caller
         self.report = report
         self.samples = samples or Samples()
+        self.errors = errors_of(errors)  # record(key, error): skip a failing item, or raise
+        self.indexes = index_shapes(job.table.gsis, job.table.key_names)
         self.plan = UpdatePlan(job.fn, job.table) if job.kind == "update" else DeletePlan(job.fn, job.table)
         self.writes = WritePath(client, caller, Statements(job.table, job.filter), self.plan,
                                 mode=job.write_mode, has_filter=job.filter is not None,
-                                max_retry_seconds=job.max_retry_seconds)
+                                max_retry_seconds=job.max_retry_seconds, errors=self.errors,
+                                indexes=self.indexes)
         self.scan_kw = job.scan_kwargs()
 
     def run_segment(self, seg: Segment) -> None:
@@ -125,10 +136,13 @@ class Worker:
             units = consumed(page, 0.5 * max(1, page.get("ScannedCount", 1)) / 8)
             counts.rcu += units
             self.caller.charge(units, write=False)
-            counts.scanned += page.get("ScannedCount", 0)
             items = page.get("Items", ())
+            scanned = page.get("ScannedCount", 0)
             if is_meta is not None:
-                items = [raw for raw in items if not is_meta(raw)]
+                mine = [raw for raw in items if not is_meta(raw)]
+                scanned -= len(items) - len(mine)  # dyn's own records are not the user's items
+                items = mine
+            counts.scanned += scanned
             counts.matched += len(items)
             self.handle(items, seg)
             lek = page.get("LastEvaluatedKey")
@@ -148,7 +162,12 @@ class Worker:
         key_names = self.job.table.key_names
         pending: list[Change] = []
         for raw in items:
-            ch = plan(raw)
+            try:
+                ch = plan(raw)
+            except UpdateFailed as e:  # within the budget: left untouched, the walk goes on
+                self.errors.record(e.key or {k: raw[k] for k in key_names}, e)
+                counts.failed += 1
+                continue
             if ch is None:
                 counts.unchanged += 1
                 continue
@@ -157,6 +176,7 @@ class Worker:
                     counts.deleted += 1
                 else:
                     counts.updated += 1
+                counts.wcu += ch.units(self.indexes)  # what the write would consume
                 self.samples.add(ch)
                 continue
             pending.append(ch)

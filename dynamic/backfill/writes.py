@@ -27,11 +27,12 @@ from botocore.exceptions import ClientError
 
 from ..dynamo import error_code
 from ..errors import AwsError, DynError
+from .failures import errors_of
 from .plan import MAX_CONFLICTS, Change
 from .result import Counts, UpdateFailed
 from .retry import Caller, consumed, delay
 from .statements import Statements
-from .values import holds, item_size, key_text, same_item, write_units
+from .values import holds, key_text, same_item
 from .ratelimit import Stopped
 
 BATCH = 25  # statements per BatchExecuteStatement (DynamoDB's limit)
@@ -40,15 +41,18 @@ _RETRY_STATEMENT = frozenset({
     "ProvisionedThroughputExceeded", "ThrottlingError", "RequestLimitExceeded", "InternalServerError",
     "TransactionConflict",
 })
+# per-item refusals: that item cannot be written as planned (the others can)
+_ITEM_REFUSED = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException"})
 
 
 class WritePath:
     """Writes the changes of one worker. ``plan(raw, verified=False)`` decides again on an item
-    that changed; ``deleting``: the changes are deletes."""
+    that changed. An item that fails (DynamoDB refuses its write, or ``plan`` fails on its new
+    value) goes to ``errors.record(key, error)``, which skips it or stops the run."""
 
     def __init__(self, client: Any, caller: Caller, statements: Statements,
                  plan: Callable[..., Change | None], *, mode: str = "batch", has_filter: bool = False,
-                 max_retry_seconds: float = 600.0):
+                 max_retry_seconds: float = 600.0, errors: Any = None, indexes: tuple = ()):
         if mode not in ("batch", "item"):
             raise ValueError(f"write_mode must be 'batch' or 'item', got {mode!r}")
         self.client = client
@@ -58,6 +62,8 @@ class WritePath:
         self.mode = mode
         self.has_filter = has_filter
         self.max_retry_seconds = max_retry_seconds
+        self.errors = errors_of(errors)
+        self.indexes = indexes  # global secondary indexes, for the write units a write costs
 
     def apply(self, changes: list[Change], counts: Counts) -> None:
         """Write every change; each item ends updated/deleted, unchanged, gone or unmatched."""
@@ -116,7 +122,7 @@ class WritePath:
             for ch, r in zip(batch, resp.get("Responses", ())):
                 err = r.get("Error")
                 if not err:
-                    estimate += write_units(max(item_size(ch.raw), item_size(ch.new_item())))
+                    estimate += ch.units(self.indexes)
                     if ch.is_delete:
                         counts.deleted += 1
                     else:
@@ -131,7 +137,7 @@ class WritePath:
                 elif code in _RETRY_STATEMENT:
                     throttled = True
                     waiting.append(ch)
-                elif code == "ValidationError":
+                elif code in ("ValidationError", "ItemCollectionSizeLimitExceeded"):
                     self._one(ch, counts)  # the item path names the item and DynamoDB's reason
                 else:
                     raise AwsError(f"{self.caller.label}: DynamoDB refused the write of item "
@@ -152,18 +158,21 @@ class WritePath:
                 resp = self.caller.call(method, kw, write=True, attempts=tries)
             except ClientError as e:
                 code = error_code(e)
-                if code == "ValidationException":  # e.g. a value of the wrong type for an index key
-                    msg = e.response.get("Error", {}).get("Message", "")
+                if code in _ITEM_REFUSED:  # e.g. a value of the wrong type for an index key
+                    msg = e.response.get("Error", {}).get("Message", "") or code
                     verb = "delete" if ch.is_delete else "update"
-                    raise UpdateFailed(f"DynamoDB rejected the {verb} of item {key_text(ch.key)}: {msg}",
-                                       ch.key, e) from e
+                    failure = UpdateFailed(f"DynamoDB rejected the {verb} of item {key_text(ch.key)}: {msg}",
+                                           ch.key, e)
+                    failure.__cause__ = e
+                    self._failed(failure, counts)
+                    return
                 if code != "ConditionalCheckFailedException":
                     raise
                 counts.wcu += 1.0
                 self.caller.charge(1.0, write=True)
                 ch = self._settle(ch, e.response.get("Item"), counts, resent=bool(tries) and tries[-1] > 1)
                 continue
-            units = consumed(resp, write_units(max(item_size(ch.raw), item_size(ch.new_item()))))
+            units = consumed(resp, ch.units(self.indexes))
             counts.wcu += units
             self.caller.charge(units, write=True)
             if ch.is_delete:
@@ -197,9 +206,18 @@ class WritePath:
             raise DynError(
                 f"item {key_text(ch.key)} changed {MAX_CONFLICTS} times while being migrated; "
                 "the checkpoints are kept, run again to resume")
-        nxt = self.plan(current, verified=False)
+        try:
+            nxt = self.plan(current, verified=False)
+        except UpdateFailed as e:  # update() fails on the item's new value
+            self._failed(e, counts)
+            return None
         if nxt is None:
             counts.unchanged += 1
             return None
         nxt.tries = ch.tries + 1
         return nxt
+
+    def _failed(self, error: UpdateFailed, counts: Counts) -> None:
+        """The item is left untouched: counted ``failed`` within the budget, else the run stops."""
+        self.errors.record(error.key, error)
+        counts.failed += 1
