@@ -125,3 +125,14 @@ def test_the_cluster_is_told_apart_from_a_missing_one(ddb_local, local_client, t
     assert [i for i in scan_all(local_client, table) if "pid" in i] == []
     assert [i for i in scan_all(local_client, table) if i.get("Type", {}).get("S") == "Thing"] == [
         i for i in before if i.get("Type", {}).get("S") == "Thing"]
+
+
+def test_max_errors_on_the_cluster(ddb_local, local_client, tmp_path, cluster):
+    from test_max_errors import FAILING, N, errors_file, make_project, tagged
+
+    c, _ = cluster
+    p = make_project(tmp_path, local_client, ddb_local.endpoint_url, segments=4)
+    r = p.dyn("upgrade", "head", "--dask-scheduler", c.scheduler_address, "--max-errors", str(len(FAILING)))
+    assert sorted(line["key"]["PK"] for line in errors_file(p)) == sorted(FAILING)
+    assert tagged(p) == {f"k{i:03d}" for i in range(N)} - FAILING
+    assert f"{len(FAILING)} item(s) failed and were left untouched" in r.stdout

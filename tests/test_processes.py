@@ -228,3 +228,21 @@ def test_without_fork_workers_load_the_revision_again(ddb_local, local_client, t
     assert len(items) == 600 and {i["n"]["N"] for i in items} == {"1"}
     assert all(i["label"]["S"] == i["PK"]["S"] + "-x" for i in items)
     assert len({i["pid"]["N"] for i in items}) == 2 and str(os.getpid()) not in {i["pid"]["N"] for i in items}
+
+
+def test_max_errors_is_one_budget_across_the_processes(ddb_local, local_client, tmp_path):
+    """The error budget lives in the runner: failures in either worker count against it, the
+    errors file lists exactly the failing keys, and one failure too many stops the run."""
+    from test_max_errors import FAILING, N, errors_file, make_project, tagged
+
+    p = make_project(tmp_path / "within", local_client, ddb_local.endpoint_url, segments=4)
+    r = p.dyn("upgrade", "head", "--processes", "2", "--max-errors", str(len(FAILING)))
+    assert sorted(line["key"]["PK"] for line in errors_file(p)) == sorted(FAILING)
+    assert tagged(p) == {f"k{i:03d}" for i in range(N)} - FAILING
+    assert f"{len(FAILING)} item(s) failed and were left untouched" in r.stdout
+
+    p = make_project(tmp_path / "over", local_client, ddb_local.endpoint_url, segments=4)
+    r = p.dyn("upgrade", "head", "--processes", "2", "--max-errors", str(len(FAILING) - 1), check=False)
+    assert r.exit_code == 1 and "the most max_errors = 3 allows" in r.stderr, r.stderr
+    assert len(errors_file(p)) == len(FAILING) - 1
+    assert p.json("current")["dirty"]["revision"] == "me000001"
