@@ -20,7 +20,8 @@ at 0 ms and 4 ms of added round trip (``dynamic.testing.proxy`` in its own proce
 * client CPU per migrated item (user + system time of the whole process, start-up included);
 * where the segments run: ``--processes 1`` against ``--processes 2`` and a local Dask cluster
   of two worker processes, at the fault-mix round trip;
-* memory: the peak RSS of `dyn upgrade head` on a 10k and a 100k table.
+* memory: the peak RSS (VmHWM, read from /proc while it runs) of the largest process of `dyn
+  upgrade head` on a 10k and a 100k table.
 
     .venv/bin/python benchmarks/backfill.py            # 4,000 items, 3 rounds, faults, memory at 10k/100k
     .venv/bin/python benchmarks/backfill.py --quick    # 2,000 items, 1 round, memory at 5k/20k
@@ -199,10 +200,51 @@ CONTENDERS = ["sequential", "threads16", "dyn"]
 @dataclass
 class Run:
     seconds: float
-    cpu: float  # user + system seconds of the process
-    maxrss: int  # bytes
+    cpu: float  # user + system seconds of the process and the worker processes it waited for
+    maxrss: int  # bytes: the largest high-water mark of the command's processes (VmHWM)
     stdout: str
     stderr: str
+
+
+class PeakRSS:
+    """The RSS high-water mark (VmHWM) of a process and its children, read from /proc while
+    they run. Not ``ru_maxrss``: that one keeps the parent's RSS from before the fork and exec,
+    so it would measure the benchmark, not the command."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        self.pid = pid
+        self.peaks: dict[int, int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    todo += [int(x) for x in task.read_text().split()]
+                except OSError:
+                    pass
+        return pids
+
+    def _loop(self, every: float) -> None:
+        while not self._done.is_set():
+            for pid in self._tree():
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peaks[pid] = max(self.peaks.get(pid, 0), int(line.split()[1]) * 1024)
+                except (OSError, ValueError):
+                    pass
+            self._done.wait(every)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return max(self.peaks.values(), default=0)
 
 
 def run_command(argv: list[str], *, env: dict | None = None, cwd: Path | None = None) -> Run:
@@ -210,12 +252,14 @@ def run_command(argv: list[str], *, env: dict | None = None, cwd: Path | None = 
         t = time.monotonic()
         proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, stdout=out, stderr=err,
                                 text=True)
+        rss = PeakRSS(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.monotonic() - t
+        peak = rss.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        run = Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out.read(), err.read())
+        run = Run(seconds, usage.ru_utime + usage.ru_stime, peak, out.read(), err.read())
     if proc.returncode:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{run.stderr[-2000:]}")
     return run
