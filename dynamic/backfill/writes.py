@@ -201,5 +201,8 @@ class WritePath:
         if nxt is None:
             counts.unchanged += 1
             return None
+        if nxt.clash:
+            counts.clash(nxt.key, nxt.reason)
+            return None
         nxt.tries = ch.tries + 1
         return nxt
