@@ -15,6 +15,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from . import backfill as engine
+from .backfill.conditions import check as check_condition
 from .backfill.conditions import describe as describe_condition
 from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
 from .errors import DynError, Irreversible, UsageError
@@ -201,6 +202,9 @@ class Operations:
         one with both, equal, loses ``old``; one with both, different, is a clash: left as it
         is, and the step fails naming it once every other item is renamed. Refuses the table's
         key attributes, and an index's key attributes unless ``force=True``."""
+        why = engine.renames.problem(self.table, old, new, True) or _bad_filter(filter)
+        if why:  # before anything is written (or described)
+            raise UsageError(f"op.rename_attribute: {why}")
         table = self._described()
         why = engine.renames.problem(table, old, new, force)
         if why:
@@ -218,6 +222,8 @@ class Operations:
         if not callable(transform):
             raise UsageError("op.move_items: transform must be a callable taking the item and returning the new "
                              f"item (or None), got {type(transform).__name__}")
+        if _bad_filter(filter):
+            raise UsageError(f"op.move_items: {_bad_filter(filter)}")
         name = getattr(transform, "__name__", "<lambda>")
         kw = self._engine_kwargs("move items" + ("" if name == "<lambda>" else f" ({name})"), ("moved", "would move"))
         result = engine.move_items(self._data_client, self.table, transform, filter=filter, **kw)
@@ -434,6 +440,14 @@ def _num(v: Any) -> Any:
 
 def _describe_filter(cond: Any) -> str:
     return describe_condition(cond)
+
+
+def _bad_filter(cond: Any) -> str | None:
+    try:
+        check_condition(cond)
+    except UsageError as e:
+        return e.message
+    return None
 
 
 def _describe_where(where: Any) -> str:
