@@ -513,7 +513,7 @@ class _CaptureOperations(Operations):
         return 0
 
     def _described(self) -> TableInfo:
-        # the run that is being resumed in another process checked the indexes already
+        # the dyn process checked the indexes before it started this worker
         return replace(self.table, gsis={}, lsis={})
 
     def create_gsi(self, *args: Any, **kw: Any) -> bool:

@@ -167,5 +167,6 @@ def move_items(client: Any, table: TableInfo, transform: Callable[[Mapping], Map
     other item is moved."""
     if not callable(transform):
         raise UsageError(f"transform must be a callable taking the item, got {type(transform).__name__}")
-    kw.setdefault("label", f"move items ({getattr(transform, '__name__', 'transform')})")
+    name = getattr(transform, "__name__", "<lambda>")
+    kw.setdefault("label", "move items" + ("" if name == "<lambda>" else f" ({name})"))
     return _engine.run(client, table, "move", transform, filter=filter, **kw)
