@@ -127,10 +127,19 @@ class TableInfo:
     status: str = "ACTIVE"
     gsis: dict[str, dict] = field(default_factory=dict)
     provisioned: dict[str, int] | None = None
+    lsis: dict[str, dict] = field(default_factory=dict)
 
     @property
     def key_names(self) -> tuple[str, ...]:
         return (self.pk_name,) if self.sk_name is None else (self.pk_name, self.sk_name)
+
+    def index_keys(self) -> dict[str, str]:
+        """Each attribute in an index's key schema (global or local) -> that index's name."""
+        out: dict[str, str] = {}
+        for name, index in (*self.gsis.items(), *self.lsis.items()):
+            for k in index.get("KeySchema", ()):
+                out.setdefault(k["AttributeName"], name)
+        return out
 
     def key_of(self, item: dict) -> dict:
         """The primary key of an item (in whatever representation the item is in)."""
@@ -167,6 +176,7 @@ def table_info_from_description(desc: dict) -> TableInfo:
         status=desc.get("TableStatus", "ACTIVE"),
         gsis={g["IndexName"]: g for g in desc.get("GlobalSecondaryIndexes", [])},
         provisioned=provisioned,
+        lsis={i["IndexName"]: i for i in desc.get("LocalSecondaryIndexes", [])},
     )
 
 

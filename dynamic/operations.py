@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from . import backfill as engine
 from .backfill import values as engine_values
+from .backfill.conditions import check as check_condition
 from .backfill.conditions import describe as describe_condition
 from .dynamo import THROTTLE_CODES, TableInfo, describe_table, error_code
 from .errors import DynError, Irreversible, UsageError
@@ -247,6 +248,46 @@ class Operations:
         detail = " ".join(x for x in (_describe_filter(filter), _describe_where(where)) if x)
         self._record("delete_items", detail, result)
         return result
+
+    def rename_attribute(self, old: str, new: str, *, filter=None, force: bool = False) -> engine.BackfillResult:
+        """Rename attribute ``old`` to ``new`` on every (matching) item: one conditional write
+        per item copies the value and removes ``old``. An item already renamed is left alone;
+        one with both, equal, loses ``old``; one with both, different, is a clash: left as it
+        is, and the step fails naming it once every other item is renamed. Refuses the table's
+        key attributes, and an index's key attributes unless ``force=True``."""
+        why = engine.renames.problem(self.table, old, new, True) or _bad_filter(filter)
+        if why:  # before anything is written (or described)
+            raise UsageError(f"op.rename_attribute: {why}")
+        table = self._described()
+        why = engine.renames.problem(table, old, new, force)
+        if why:
+            raise UsageError(f"op.rename_attribute: {why}")
+        kw = self._engine_kwargs(f"rename {old} -> {new}", ("renamed", "would rename"))
+        result = engine.rename_attribute(self._data_client, table, old, new, filter=filter, force=force, **kw)
+        self._record("rename_attribute", f"{old} -> {new} {_describe_filter(filter)}".strip(), result)
+        return result
+
+    def move_items(self, transform: Callable[[Mapping], Mapping | None], *, filter=None) -> engine.BackfillResult:
+        """Give items new keys: ``transform(item)`` returns the new item (or None: leave it).
+        Each move is one transaction: put the new item where its key is free, delete the old
+        one where what ``transform`` read is unchanged. ``transform`` must leave alone (None,
+        or the item's own key) the items it makes: the scan meets them."""
+        if not callable(transform):
+            raise UsageError("op.move_items: transform must be a callable taking the item and returning the new "
+                             f"item (or None), got {type(transform).__name__}")
+        if _bad_filter(filter):
+            raise UsageError(f"op.move_items: {_bad_filter(filter)}")
+        name = getattr(transform, "__name__", "<lambda>")
+        kw = self._engine_kwargs("move items" + ("" if name == "<lambda>" else f" ({name})"), ("moved", "would move"))
+        result = engine.move_items(self._data_client, self.table, transform, filter=filter, **kw)
+        detail = " ".join(x for x in ("" if name == "<lambda>" else f"by {name}(item)", _describe_filter(filter)) if x)
+        self._record("move_items", detail, result)
+        return result
+
+    def _described(self) -> TableInfo:
+        """The table as it is now (a schema operation earlier in the step may have changed its
+        indexes)."""
+        return describe_table(self._client, self.table_name)
 
     def put_items(self, items: Iterable[Mapping]) -> int:
         """Write new items (plain Python values), 25 per BatchWriteItem, unprocessed ones retried."""
@@ -480,6 +521,14 @@ def _describe_filter(cond: Any) -> str:
     return describe_condition(cond)
 
 
+def _bad_filter(cond: Any) -> str | None:
+    try:
+        check_condition(cond)
+    except UsageError as e:
+        return e.message
+    return None
+
+
 def _describe_where(where: Any) -> str:
     if where is None:
         return ""
@@ -541,6 +590,10 @@ class _CaptureOperations(Operations):
 
     def put_items(self, items: Iterable[Mapping]) -> int:
         return 0
+
+    def _described(self) -> TableInfo:
+        # the dyn process checked the indexes before it started this worker
+        return _replace(self.table, gsis={}, lsis={})
 
     def create_gsi(self, *args: Any, **kw: Any) -> bool:
         return False

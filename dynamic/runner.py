@@ -134,6 +134,8 @@ _ITEM_OPS = {
     "backfill": ("updated", "would update", "updated"),
     "remove_attributes": ("updated", "would update", "updated"),
     "delete_items": ("deleted", "would delete", "deleted"),
+    "rename_attribute": ("renamed", "would rename", "updated"),
+    "move_items": ("moved", "would move", "moved"),
     "put_items": ("put", "would put", "put"),
 }
 # schema operations: op name -> (what it did, what it acts on)
@@ -148,7 +150,8 @@ _NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "sampl
                "sample"}
 # how the other item counts read; a key not here reads as "<key> <n>"
 _COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "gone": "deleted meanwhile",
-                "unmatched": "no longer matching", "failed": "failed, left untouched"}
+                "unmatched": "no longer matching", "failed": "failed, left untouched",
+                "already_moved": "already moved", "clashes": "clashes left as they were"}
 
 
 def _n(value: Any) -> int | float | None:

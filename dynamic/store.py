@@ -648,7 +648,7 @@ class Store:
         known = self._positions.setdefault(scope, {})
         known_counts = self._counts.setdefault(scope, {})
         for segment, c in (counts or {}).items():
-            known_counts[int(segment)] = {k: v for k, v in c.items() if v}
+            known_counts[int(segment)] = {k: v for k, v in c.items() if v and _number_count(v)}
         changed: set[int] = set()
         for segment, position in positions.items():
             segment = int(segment)
@@ -965,8 +965,13 @@ class StoreCheckpoints:
 
 
 def _add(a: Mapping | None, b: Mapping) -> dict:
-    """Two sets of counts added up by name."""
-    out = dict(a or {})
+    """Two sets of counts added up by name (numbers only: a clash's keys are not counts)."""
+    out = {k: v for k, v in (a or {}).items() if _number_count(v)}
     for k, v in b.items():
-        out[k] = out.get(k, 0) + v
+        if _number_count(v):
+            out[k] = out.get(k, 0) + v
     return out
+
+
+def _number_count(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

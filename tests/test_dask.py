@@ -136,3 +136,39 @@ def test_max_errors_on_the_cluster(ddb_local, local_client, tmp_path, cluster):
     assert sorted(line["key"]["PK"] for line in errors_file(p)) == sorted(FAILING)
     assert tagged(p) == {f"k{i:03d}" for i in range(N)} - FAILING
     assert f"{len(FAILING)} item(s) failed and were left untouched" in r.stdout
+
+
+def test_rename_and_move_on_the_cluster_with_a_clash_then_resumed(ddb_local, local_client, tmp_path, cluster):
+    """The issue-14 operations run as Dask tasks unchanged: the move's transform travels by
+    value, each move's transaction is written from a worker, and a clash found there comes
+    back with its key, fails the step, and is met again by the resumed step."""
+    from test_backfill import put_items
+    from test_rename_move_cli import MOVE, moved_once
+    from test_rename_move_cli import things as old_things
+
+    c, client = cluster
+    from conftest import create_table
+
+    table = create_table(local_client)
+    n = 600
+    put_items(local_client, table, old_things(n) + [
+        {"PK": f"USER#{i:04d}", "SK": "PROFILE", "Type": "User", "phone": f"+{i}"} for i in range(200)]
+        + [{"PK": "GROUP#3", "SK": "THING#00010", "Type": "Blocker"}])  # the new key of A=10, taken
+    both = MOVE.replace('    op.move_items(into_group, filter=Attr("Type").eq("Thing"))\n',
+                        '    op.rename_attribute("phone", "phoneNumber", filter=Attr("Type").eq("User"))\n'
+                        '    op.move_items(into_group, filter=Attr("Type").eq("Thing"))\n')
+    root = project(tmp_path, table, ("m1400001_both", both), segments=6, checkpoint_interval=0.3)
+    args = ("upgrade", "head", "--dask-scheduler", c.scheduler_address, "--json")
+    r = dyn(root, ddb_local.endpoint_url, *args)
+    assert r.returncode == 1, r.stderr
+    assert "1 item was left as it was, not overwritten (its new key {PK='GROUP#3', SK='THING#00010'} holds " \
+           "another item): {PK='OLD#00010', SK='THING'}" in r.stderr, r.stderr
+    local_client.delete_item(TableName=table, Key={"PK": {"S": "GROUP#3"}, "SK": {"S": "THING#00010"}})
+    r = dyn(root, ddb_local.endpoint_url, *args)
+    assert r.returncode == 0, r.stderr
+    step = json.loads(r.stdout)["steps"][0]
+    assert step["resumed"] and step["ops"][1]["counts"]["moved"] >= 1
+    items = moved_once(local_client, table, n)
+    assert {str(i["pid"]) for i in items} <= worker_pids(client)
+    users = [i for i in scan_all(local_client, table) if i.get("Type", {}).get("S") == "User"]
+    assert len(users) == 200 and all("phone" not in u and "phoneNumber" in u for u in users)

@@ -682,6 +682,15 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     s.dyn("check", "--drift", code=1)
     seen += s.lines
 
+    # a rename that finds an item holding both attributes, with different values
+    s = Scenario(tmp_path / "clash", local_client, url, {})
+    write_revision_file(s.versions, "gggg01", None, body='    op.rename_attribute("phone", "phoneNumber")\n')
+    local_client.put_item(TableName=s.table, Item={"PK": {"S": "U#1"}, "SK": {"S": "U"}, "phone": {"S": "1"},
+                                                   "phoneNumber": {"S": "2"}})
+    local_client.put_item(TableName=s.table, Item={"PK": {"S": "U#2"}, "SK": {"S": "U"}, "phone": {"S": "3"}})
+    s.dyn("upgrade", "head", code=1)
+    seen += s.lines
+
     # AWS: a missing table, an endpoint nobody listens on
     s = Scenario(tmp_path / "aws", local_client, url, {"eeee01": None})
     s.dyn("--table", "no-such-table", "current", code=1)
@@ -716,6 +725,9 @@ def upgrade(op):
     op.backfill(lambda item: {"Seen": True, "Old": dynamic.REMOVE}, filter=Attr("Type").eq("Thing"))
     op.remove_attributes(["Seen"], filter=Attr("Type").eq("Thing"))
     op.delete_items(filter=Attr("Type").eq("New"))
+    op.rename_attribute("Type", "Kind")
+    op.move_items(lambda item: None if item["id"].startswith("m") else {**item, "id": "m" + item["id"]},
+                  filter=Attr("Kind").eq("Thing"))
     op.update_ttl("ExpiresAt")
 
 

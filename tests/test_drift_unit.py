@@ -256,6 +256,8 @@ def test_data_operations_and_op_client_calls_touch_nothing(tmp_path, moto_client
         op.delete_items(filter=Attr("Type").eq("Post"))
         assert op.put_items([{{"PK": "b", "SK": "2"}}]) == 0
         op.rename_attribute("Type", "Kind")
+        m = op.move_items(lambda item: {{**item, "PK": "moved"}}, filter=Attr("Type").eq("Post"))
+        assert m.moved == m.already_moved == m.clashes == 0 and m.as_dict() == {{}}
         op.client.put_item(TableName=op.table_name, Item={{"PK": {{"S": "c"}}, "SK": {{"S": "3"}}}})
         op.client.delete_item(TableName=op.table_name, Key={{"PK": {{"S": "a"}}, "SK": {{"S": "1"}}}})
         assert op.client.scan(TableName=op.table_name)["Items"] == []

@@ -30,11 +30,13 @@ from typing import Any, Callable, Iterable
 from ..dynamo import TableInfo
 from ..errors import UsageError
 from . import engine as _engine
+from . import renames
 from .checkpoints import DEFAULT_INTERVAL, Checkpoints, MemoryCheckpoints
+from .conditions import combine
 from .executor import Executor, ThreadExecutor
 from .failures import ErrorBudget
 from .ratelimit import TokenBucket
-from .result import BackfillResult, UpdateFailed
+from .result import BackfillResult, Clashes, UpdateFailed
 from .sizing import default_segments, default_workers
 from .values import REMOVE, ItemView
 
@@ -43,6 +45,7 @@ __all__ = [
     "BackfillResult",
     "Checkpoints",
     "ErrorBudget",
+    "Clashes",
     "Executor",
     "ItemView",
     "MemoryCheckpoints",
@@ -53,7 +56,9 @@ __all__ = [
     "default_segments",
     "default_workers",
     "delete_items",
+    "move_items",
     "remove_attributes",
+    "rename_attribute",
 ]
 
 
@@ -141,3 +146,33 @@ def delete_items(client: Any, table: TableInfo, *, filter: Any = None,
         raise UsageError(f"where must be a callable taking the item, got {type(where).__name__}")
     kw.setdefault("label", "delete items")
     return _engine.run(client, table, "delete", where, filter=filter, **kw)
+
+
+def rename_attribute(client: Any, table: TableInfo, old: str, new: str, *, filter: Any = None,
+                     force: bool = False, **kw: Any) -> BackfillResult:
+    """Rename attribute ``old`` to ``new`` on every item matching ``filter``: one conditional
+    write per item copies the value and removes ``old`` (``renames``). An item that has both,
+    with different values, is a clash: left as it is, and the run raises :class:`Clashes`
+    naming it once every other item is done. Key attributes cannot be renamed; attributes of
+    an index's key schema only with ``force=True``."""
+    why = renames.problem(table, old, new, force)
+    if why:
+        raise UsageError(f"rename_attribute: {why}")
+    kw.setdefault("label", f"rename {old} -> {new}")
+    kw["exclude"] = combine(kw.get("exclude"), renames.scan_narrowing(old))
+    return _engine.run(client, table, "rename", renames.Rename(old, new), filter=filter, **kw)
+
+
+def move_items(client: Any, table: TableInfo, transform: Callable[[Mapping], Mapping | None], *,
+               filter: Any = None, **kw: Any) -> BackfillResult:
+    """Give items new keys: ``transform(item)`` returns the new item (its key may differ) or
+    None. Each move is one TransactWriteItems -- put the new item if its key is free, delete
+    the old one if what ``transform`` read is unchanged (``moves``). ``transform`` must leave
+    alone (None, or the item's own key) the items it makes: the scan meets them. A new key
+    taken by another item is a clash: the run raises :class:`Clashes` naming it once every
+    other item is moved."""
+    if not callable(transform):
+        raise UsageError(f"transform must be a callable taking the item, got {type(transform).__name__}")
+    name = getattr(transform, "__name__", "<lambda>")
+    kw.setdefault("label", "move items" + ("" if name == "<lambda>" else f" ({name})"))
+    return _engine.run(client, table, "move", transform, filter=filter, **kw)

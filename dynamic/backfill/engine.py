@@ -16,7 +16,7 @@ from .estimate import extrapolate, sample_segments
 from .executor import Executor, ThreadExecutor
 from .processes import ProcessExecutor, default_processes
 from .ratelimit import Stopped, TokenBucket
-from .result import BackfillResult, Counts
+from .result import BackfillResult, Clashes, Counts
 from .retry import Caller
 from .sizing import default_segments, default_workers
 from .walk import Job, Samples, Segment
@@ -123,14 +123,18 @@ class Engine:
 
     def report(self, seg: Segment) -> None:
         """A page of ``seg`` is done: mark its position, tell progress what moved."""
-        if self.flusher is not None:
-            self.flusher.mark(seg.index, seg.position, seg.counts)  # type: ignore[arg-type]
+        if self.flusher is not None and not seg.held:
+            if seg.counts.clashes:  # an item was left in a clash: the next run must meet it again
+                seg.held = True
+            else:
+                self.flusher.mark(seg.index, seg.position, seg.counts)  # type: ignore[arg-type]
         if self.progress is not None:
             with self._report_lock:
                 c, r = seg.counts, seg.reported
                 ds, dm = c.scanned - r.scanned, c.matched - r.matched
-                du = (c.updated + c.deleted) - (r.updated + r.deleted)
+                du = (c.updated + c.deleted + c.moved) - (r.updated + r.deleted + r.moved)
                 r.scanned, r.matched, r.updated, r.deleted = c.scanned, c.matched, c.updated, c.deleted
+                r.moved = c.moved
             if ds or dm or du:
                 self.progress.advance(scanned=ds, matched=dm, updated=du)
 
@@ -158,6 +162,8 @@ class Engine:
             error = e
         finally:
             self.stop.set()
+        if error is None:
+            error = self._clashes()
         error = self._finish_checkpoints(error)
         result = self.result(time.monotonic() - started)
         if self.progress is not None:
@@ -171,6 +177,16 @@ class Engine:
                 pass
             raise error
         return result
+
+    def _clashes(self) -> Clashes | None:
+        """A run that left items in a clash did not finish: it fails, naming them, and keeps the
+        checkpoints from before them (a dry run only counts them)."""
+        if self.job.dry_run:
+            return None
+        total = Counts()
+        for seg in self.segments:
+            total.add(seg.counts)
+        return Clashes.of(self.job.label, total.clashes, total.clash_keys) if total.clashes else None
 
     def _finish_checkpoints(self, error: BaseException | None) -> BaseException | None:
         """The last flush (every segment "done" after a success), then, after a success, clear."""

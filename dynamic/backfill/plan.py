@@ -23,6 +23,8 @@ class Change:
     """
 
     __slots__ = ("raw", "key", "sets", "removes", "present", "absent", "verified", "tries")
+    clash = False  # see Clash
+    is_move = False  # see moves.MoveChange
 
     def __init__(self, raw: Mapping, key: dict, sets: dict | None, removes: list, present: tuple,
                  absent: tuple, verified: bool, tries: int = 0):
@@ -51,6 +53,18 @@ class Change:
     def units(self, indexes: tuple = ()) -> float:
         """Write units this write costs when it lands (``values.write_cost``)."""
         return write_cost(self.raw, None if self.is_delete else self.new_item(), indexes)
+
+
+class Clash:
+    """A decision to leave an item as it is that the result must name: what the operation
+    would write is already there, different (see ``result.Clashes``)."""
+
+    __slots__ = ("key", "reason")
+    clash = True
+
+    def __init__(self, key: dict, reason: str):
+        self.key = key
+        self.reason = reason
 
 
 class UpdatePlan:

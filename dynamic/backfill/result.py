@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import DynError
-from .values import jsonable
+from .values import jsonable, plain
 
 
 class UpdateFailed(DynError):
@@ -26,29 +26,93 @@ class UpdateFailed(DynError):
         return (type(self), (self.message, self.key))
 
 
-COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched", "failed")
+MAX_CLASH_KEYS = 100  # clash entries a result keeps (the count goes on)
+CLASHES_SHOWN = 5  # ... and the error message names
+
+
+class Clashes(DynError):
+    """A rename or a move left some items as they were, because what it would write is
+    already there, different (``op.rename_attribute``: the item has both attributes, with
+    different values; ``op.move_items``: the new key holds another item). Nothing was
+    overwritten. Every other item is done; the segments that met a clash keep their
+    checkpoints from before it, so once the items are resolved a new run finds them again.
+
+    ``clash_keys``: the first :data:`MAX_CLASH_KEYS` (key, reason) entries; ``clashes``: how many.
+    """
+
+    def __init__(self, message: str, clash_keys: list | None = None, clashes: int = 0):
+        super().__init__(message)
+        self.clash_keys = list(clash_keys or [])
+        self.clashes = clashes or len(self.clash_keys)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.clash_keys, self.clashes))
+
+    @classmethod
+    def of(cls, label: str, clashes: int, entries: list) -> "Clashes":
+        """The one line: how many, why, and the first few keys."""
+        shown = entries[:CLASHES_SHOWN]
+        reasons = {e.get("reason") for e in entries}
+        if len(reasons) == 1:  # the usual case: say why once
+            why = f" ({reasons.pop()})"
+            keys = ", ".join(key_text(e) for e in shown)
+        else:
+            why = ""
+            keys = ", ".join(f"{key_text(e)} ({e.get('reason')})" for e in shown)
+        more = f" and {clashes - len(shown):,} more" if clashes > len(shown) else ""
+        left = "item was left as it was" if clashes == 1 else "items were left as they were"
+        return cls(f"{label}: {clashes:,} {left}, not overwritten{why}: {keys}{more}. Every other item is done; "
+                   "resolve these, then run again (the segments where they were found are scanned again)",
+                   entries, clashes)
+
+
+def key_text(entry: dict) -> str:
+    """``{PK='a', SK='b'}`` for one clash entry."""
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in entry.get("key", {}).items()) + "}"
+
+
+COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched", "failed",
+          "moved", "already_moved", "clashes")
+_NUMBERS = (*COUNTS, "rcu", "wcu")
 
 
 class Counts:
-    """One segment's (or one worker's) running counts; plain attributes for speed."""
+    """One segment's (or one worker's) running counts; plain attributes for speed.
+    ``clash_keys`` holds the first clashes' entries (key and reason), sent along with the
+    numbers when another process or a Dask task reports."""
 
-    __slots__ = (*COUNTS, "rcu", "wcu")
+    __slots__ = (*_NUMBERS, "clash_keys")
 
     def __init__(self) -> None:
         for name in COUNTS:
             setattr(self, name, 0)
         self.rcu = self.wcu = 0.0
+        self.clash_keys: list = []
 
     def add(self, other: "Counts | dict") -> None:
         get = other.get if isinstance(other, dict) else (lambda n, d=0: getattr(other, n))
-        for name in self.__slots__:
+        for name in _NUMBERS:
             setattr(self, name, getattr(self, name) + get(name, 0))
+        more = get("clash_keys", None)
+        if more:
+            self.clash_keys = (self.clash_keys + list(more))[:MAX_CLASH_KEYS]
+
+    def clash(self, key: dict, reason: str) -> None:
+        """An item left as it was (a rename or move found its destination taken): count it
+        and keep its key, plain, with the reason."""
+        self.clashes += 1
+        if len(self.clash_keys) < MAX_CLASH_KEYS:
+            self.clash_keys.append({"key": jsonable(plain(key)), "reason": reason})
 
     def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+        d = {name: getattr(self, name) for name in _NUMBERS}
+        d["clash_keys"] = list(self.clash_keys)
+        return d
 
     def minus(self, other: "Counts") -> dict:
-        return {name: getattr(self, name) - getattr(other, name) for name in self.__slots__}
+        d = {name: getattr(self, name) - getattr(other, name) for name in _NUMBERS}
+        d["clash_keys"] = self.clash_keys[len(other.clash_keys):]
+        return d
 
 
 @dataclass
@@ -63,8 +127,10 @@ class BackfillResult:
     someone else before this operation wrote them (never resurrected); ``unmatched``: items
     that stopped matching the filter between the scan and the write (left alone); ``failed``:
     items whose ``update`` / ``where`` failed or whose write DynamoDB rejected, left untouched
-    within the error budget. ``rcu`` / ``wcu``: capacity units consumed, as DynamoDB reports
-    them.
+    within the error budget. ``moved`` / ``already_moved``: items ``move_items`` put under their
+    new key and deleted (or found already there); ``clashes``: items a rename or move left as
+    they were because their destination held something else, with the first ones in
+    ``clash_keys``. ``rcu`` / ``wcu``: capacity units consumed, as DynamoDB reports them.
 
     In a dry run the counts are what the run would do, ``rcu`` what its scan consumed (the
     real run's scan reads the same), ``wcu`` what its writes would consume (1 unit per started
@@ -83,6 +149,9 @@ class BackfillResult:
     gone: int = 0
     unmatched: int = 0
     failed: int = 0
+    moved: int = 0
+    already_moved: int = 0
+    clashes: int = 0
     rcu: float = 0.0
     wcu: float = 0.0
     seconds: float = 0.0
@@ -90,6 +159,7 @@ class BackfillResult:
     samples: list[dict] = field(default_factory=list)
     sample: float | None = None  # dry run: percent of the segments scanned (None: all)
     scan_seconds: float | None = None  # dry run: how long the dry run itself took
+    clash_keys: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_counts(cls, counts: Counts, **kw) -> "BackfillResult":
@@ -108,4 +178,6 @@ class BackfillResult:
                 del d[k]
         if self.scan_seconds is not None:
             d["scan_seconds"] = round(self.scan_seconds, 3)
+        if not self.clash_keys:
+            del d["clash_keys"]
         return d

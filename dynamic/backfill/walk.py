@@ -11,8 +11,10 @@ from boto3.dynamodb.conditions import ConditionBase
 from ..dynamo import TableInfo
 from .conditions import scan_filter
 from .failures import errors_of
+from .moves import MovePlan, MoveWrites
 from .plan import Change, DeletePlan, UpdatePlan
 from .ratelimit import Stopped
+from .renames import RenamePlan
 from .result import Counts, UpdateFailed
 from .retry import Caller, consumed
 from .statements import Statements
@@ -28,8 +30,8 @@ class Job:
     the process that planned it, so a worker process or a remote task can run it too)."""
 
     table: TableInfo
-    kind: str  # "update" | "delete"
-    fn: Callable | None  # update(item), or where(item) for a delete
+    kind: str  # "update" | "delete" | "rename" | "move"
+    fn: Callable | None  # update(item), where(item) for a delete, transform(item) for a move; a Rename
     filter: ConditionBase | None  # the user's filter: in the Scan, and again in every write
     exclude: ConditionBase | None  # dyn's own records (without is_meta: kept out of the Scan)
     is_meta: Callable[[dict], bool] | None  # dyn's own records, recognised client-side
@@ -63,13 +65,14 @@ class Job:
 class Segment:
     """One segment: where it has got to (a key, or ``"done"``), and its counts."""
 
-    __slots__ = ("index", "position", "counts", "reported")
+    __slots__ = ("index", "position", "counts", "reported", "held")
 
     def __init__(self, index: int, position: dict | str | None = None):
         self.index = index
         self.position = position
         self.counts = Counts()
         self.reported = Counts()  # what progress has been told
+        self.held = False  # its checkpoint stays before the first item left in a clash
 
     @property
     def done(self) -> bool:
@@ -87,6 +90,8 @@ class Samples:
     def add(self, ch: Change) -> None:
         if len(self.items) >= self.limit:
             return
+        if ch.is_move:
+            return self.add_sample(ch.sample())
         if ch.is_delete:
             before, after = plain(ch.raw), None
         else:
@@ -115,11 +120,18 @@ class Worker:
         self.samples = samples or Samples()
         self.errors = errors_of(errors)  # record(key, error): skip a failing item, or raise
         self.indexes = index_shapes(job.table.gsis, job.table.key_names)
-        self.plan = UpdatePlan(job.fn, job.table) if job.kind == "update" else DeletePlan(job.fn, job.table)
-        self.writes = WritePath(client, caller, Statements(job.table, job.filter), self.plan,
-                                mode=job.write_mode, has_filter=job.filter is not None,
-                                max_retry_seconds=job.max_retry_seconds, errors=self.errors,
-                                indexes=self.indexes)
+        statements = Statements(job.table, job.filter)
+        if job.kind == "move":
+            self.plan = MovePlan(job.fn, job.table, job.is_meta)
+            self.writes = MoveWrites(client, caller, statements, self.plan, has_filter=job.filter is not None,
+                                     max_retry_seconds=job.max_retry_seconds)
+        else:
+            plan = {"update": UpdatePlan, "delete": DeletePlan, "rename": RenamePlan}[job.kind]
+            self.plan = plan(job.fn, job.table)
+            self.writes = WritePath(client, caller, statements, self.plan,
+                                    mode=job.write_mode, has_filter=job.filter is not None,
+                                    max_retry_seconds=job.max_retry_seconds, errors=self.errors,
+                                    indexes=self.indexes)
         self.scan_kw = job.scan_kwargs()
 
     def run_segment(self, seg: Segment) -> None:
@@ -171,9 +183,14 @@ class Worker:
             if ch is None:
                 counts.unchanged += 1
                 continue
+            if ch.clash:
+                counts.clash(ch.key, ch.reason)
+                continue
             if dry_run:
                 if ch.is_delete:
                     counts.deleted += 1
+                elif ch.is_move:
+                    counts.moved += 1
                 else:
                     counts.updated += 1
                 counts.wcu += ch.units(self.indexes)  # what the write would consume

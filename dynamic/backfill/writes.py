@@ -214,6 +214,9 @@ class WritePath:
         if nxt is None:
             counts.unchanged += 1
             return None
+        if nxt.clash:
+            counts.clash(nxt.key, nxt.reason)
+            return None
         nxt.tries = ch.tries + 1
         return nxt
 
