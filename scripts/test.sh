@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# one pytest worker per core (each with its own DynamoDB Local); DYN_TEST_WORKERS=0 runs in this process
+exec .venv/bin/python -m pytest -n "${DYN_TEST_WORKERS:-auto}" "$@"

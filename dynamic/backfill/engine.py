@@ -36,7 +36,7 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         sample: float | None = None) -> BackfillResult:
     """Resolve the options into a :class:`Job` and run it (see ``dynamic.backfill.backfill``).
 
-    ``processes``: worker processes (None: one per available core, capped by the segments;
+    ``processes``: worker processes (None: one per available core, each with a segment per thread;
     1: threads of this process only), each making its client with ``client_factory()``.
     ``executor`` overrides both (e.g. a Dask cluster). A dry run's result is the real run's
     estimate (``estimate.extrapolate``), from ``sample`` percent of the segments when given."""
@@ -73,7 +73,7 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
               origin=origin)
     if executor is None:
         left = sum(1 for i in range(total_segments) if positions.get(i) != "done")
-        n = default_processes(left) if processes is None else min(int(processes), max(1, left))
+        n = default_processes(left, workers) if processes is None else min(int(processes), max(1, left))
         if n < 1:
             raise UsageError(f"processes must be at least 1, got {processes}")
         if n > 1:

@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from ..dynamo import TableInfo, error_code
 from ..errors import AwsError, DynError, UsageError
-from .plan import MAX_CONFLICTS, Change
+from .plan import MAX_CONFLICTS, Change, call_user
 from .ratelimit import Stopped
 from .result import Counts, UpdateFailed
 from .retry import Caller, consumed, delay
@@ -106,11 +106,7 @@ class MovePlan:
     def __call__(self, raw: Mapping, verified: bool = True) -> MoveChange | None:
         key = {k: raw[k] for k in self.key_names}
         view = ItemView(raw)
-        try:
-            out = self.transform(view)
-        except Exception as e:
-            raise UpdateFailed(
-                f"transform() raised {type(e).__name__}: {one_line(e)} on item {key_text(key)}", key, e) from e
+        out = call_user(self.transform, "transform", view, key)
         if out is None:
             return None
         new = self._item(out, key)

@@ -67,6 +67,15 @@ class Clash:
         self.reason = reason
 
 
+def call_user(fn: Callable, name: str, view: ItemView, key: dict) -> Any:
+    """``fn(view)``, the user's code; what it raises becomes an UpdateFailed naming the item."""
+    try:
+        return fn(view)
+    except Exception as e:
+        raise UpdateFailed(f"{name}() raised {type(e).__name__}: {one_line(e)} on item {key_text(key)}",
+                           key, e) from e
+
+
 class UpdatePlan:
     """``update(item)`` -> a Change, or None when there is nothing to write."""
 
@@ -80,11 +89,7 @@ class UpdatePlan:
     def __call__(self, raw: Mapping, verified: bool = True) -> Change | None:
         view = ItemView(raw)
         key = {k: raw[k] for k in self.key_names}
-        try:
-            changes = self.update(view)
-        except Exception as e:
-            raise UpdateFailed(
-                f"update() raised {type(e).__name__}: {one_line(e)} on item {key_text(key)}", key, e) from e
+        changes = call_user(self.update, "update", view, key)
         if changes is None:
             return None
         if not isinstance(changes, Mapping):
@@ -133,11 +138,7 @@ class DeletePlan:
         if self.where is None:
             return Change(raw, key, None, [], (), (), verified)
         view = ItemView(raw)
-        try:
-            keep = not self.where(view)
-        except Exception as e:
-            raise UpdateFailed(
-                f"where() raised {type(e).__name__}: {one_line(e)} on item {key_text(key)}", key, e) from e
+        keep = not call_user(self.where, "where", view, key)
         if keep:
             return None
         present, absent = view.reads(self.key_set)

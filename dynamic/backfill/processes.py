@@ -43,13 +43,15 @@ LEASE_WINDOW = 0.5  # a confirmation lets workers write for this long
 STOP_GRACE = 30.0  # seconds a worker gets to finish its calls after a stop
 
 
-def default_processes(segments: int) -> int:
-    """The cores this process may run on, capped by the segments there are to walk."""
+def default_processes(segments: int, threads: int = 1) -> int:
+    """The cores this process may run on, capped by the segments there are to walk: a worker
+    process is started only for a full share, one segment for each of its ``threads`` (a small
+    table, whose few segments one process's threads walk at once, stays in one process)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, segments))
+    return max(1, min(cores, segments // max(1, threads)))
 
 
 def start_method() -> str:
