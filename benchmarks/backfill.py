@@ -440,18 +440,48 @@ def scale(endpoint: str, project: Path, n: int, rounds: int, latency: float) -> 
           "(Dask workers' CPU is not the dyn process's)")
 
 
+def retry_modes(endpoint: str, project: Path, n: int, latency: float) -> None:
+    """botocore's retry modes under 5% throttles on every call: dyn's default (``standard``,
+    the engine retrying each call on its own thread) against ``adaptive`` (one client-wide
+    rate limiter)."""
+    proxy = ProxyProcess(endpoint, latency, ["*:throttle=0.05"])
+    try:
+        for mode in ("standard", "adaptive"):
+            name = f"bench-retry-{uuid.uuid4().hex[:6]}"
+            posts = seed(endpoint, name, n)
+            os.environ["DYN_RETRY_MODE"] = mode
+            try:
+                run, counts = run_contender("dyn", proxy.url, name, project)
+            finally:
+                del os.environ["DYN_RETRY_MODE"]
+            check_migrated(endpoint, name, posts)
+            print(f"  {latency:g} ms, 5% throttles  retry_mode={mode:<9} {posts:>6} posts in {run.seconds:6.2f}s  "
+                  f"{posts / run.seconds:8.0f} items/s", flush=True)
+    finally:
+        proxy.close()
+
+
 def memory(endpoint: str, project: Path, sizes: list[int]) -> None:
+    """Peak RSS at each size; the runs go through a proxy without latency, which counts the
+    checkpoint transactions of a long run (a short one is mostly its last flush and the clear)."""
     print()
     peaks = []
     for size in sizes:
         name = f"bench-mem-{size}-{uuid.uuid4().hex[:6]}"
         posts = seed(endpoint, name, size)
-        run, counts = run_contender("dyn", endpoint, name, project)
+        proxy = ProxyProcess(endpoint, 0)
+        try:
+            run, counts = run_contender("dyn", proxy.url, name, project)
+        finally:
+            stats = proxy.close()
         if counts["updated"] != posts:
             raise SystemExit(f"memory run updated {counts['updated']} of {posts}")
         peaks.append(run.maxrss)
+        tx = stats["transactions"].get("checkpoint", {"calls": 0, "units": 0.0})
         print(f"memory at {size:>7,} items: `dyn upgrade head` peak RSS {run.maxrss / 2**20:6.1f} MiB "
-              f"({posts:,} posts in {run.seconds:.0f}s, {posts / run.seconds:,.0f} items/s)", flush=True)
+              f"({posts:,} posts in {run.seconds:.0f}s, {posts / run.seconds:,.0f} items/s; {tx['calls']} checkpoint "
+              f"transactions = {tx['calls'] / run.seconds:.2f}/s, {tx['units']:.0f} units against "
+              f"{counts.get('wcu', 0):,.0f})", flush=True)
     if len(peaks) > 1:
         print(f"peak RSS at {sizes[-1]:,} items / at {sizes[0]:,} items: {peaks[-1] / peaks[0]:.2f}x")
 
@@ -466,6 +496,8 @@ def main() -> int:
     p.add_argument("--fault-latency", type=float, default=4.0, help="round trip of the fault-mix runs, ms")
     p.add_argument("--no-faults", action="store_true")
     p.add_argument("--no-scale", action="store_true", help="skip processes 1 vs 2 vs Dask")
+    p.add_argument("--retry-modes", type=int, metavar="ITEMS", default=0,
+                   help="also compare retry_mode standard and adaptive under 5%% throttles on a table this big")
     p.add_argument("--memory", type=int, nargs="*", default=None, help="item counts for the memory runs")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--script", nargs=3, metavar=("NAME", "ENDPOINT", "TABLE"), help=argparse.SUPPRESS)
@@ -496,6 +528,9 @@ def main() -> int:
         if not args.no_scale:
             print()
             scale(endpoint, project, n, rounds, args.fault_latency)
+        if args.retry_modes:
+            print()
+            retry_modes(endpoint, project, args.retry_modes, args.fault_latency)
         if not args.no_memory and mem_sizes:
             memory(endpoint, project, mem_sizes)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")

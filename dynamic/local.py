@@ -197,23 +197,24 @@ def serve(port: int, db_path: str | None) -> int:
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGHUP, _raise_stop)
     where = f"data in {Path(db_path).resolve()}" if db_path else "in memory"
     # `kill $(cat DB_PATH/server.pid)` stops it: the tutorial's and the demo's way out
     pid_file = Path(db_path) / "server.pid" if db_path else None
-    if pid_file:
-        pid_file.write_text(f"{os.getpid()}\n")
-    print(f"DynamoDB Local on {local.endpoint_url}, {where} (Ctrl-C or kill {os.getpid()} to stop)",
-          flush=True)
-    try:
-        code: int | None = local.process.wait()
+    code: int | None = None
+    try:  # from here on a SIGTERM, however early, lands in the except below
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGHUP, _raise_stop)
+        if pid_file:
+            pid_file.write_text(f"{os.getpid()}\n")
+        print(f"DynamoDB Local on {local.endpoint_url}, {where} (Ctrl-C or kill {os.getpid()} to stop)",
+              flush=True)
+        code = local.process.wait()
     except (KeyboardInterrupt, _Stop):
         code = None  # asked to stop
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         local.stop()
-        if pid_file and pid_file.read_text().strip() == str(os.getpid()):
+        if pid_file and pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
     if code is None:
         return 0

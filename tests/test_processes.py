@@ -246,3 +246,39 @@ def test_max_errors_is_one_budget_across_the_processes(ddb_local, local_client, 
     assert r.exit_code == 1 and "the most max_errors = 3 allows" in r.stderr, r.stderr
     assert len(errors_file(p)) == len(FAILING) - 1
     assert p.json("current")["dirty"]["revision"] == "me000001"
+
+
+def test_ctrl_c_stops_the_workers_keeps_their_positions_and_resumes(ddb_local, local_client, tmp_path):
+    """Ctrl-C at a terminal reaches the whole process group: the workers ignore it, the parent
+    stops them, saves their last positions and exits 130; the command it names resumes."""
+    table = seed(local_client, 2000)
+    root = project(tmp_path, table, ("e1000001_stamp", IDEMPOTENT_STAMP), segments=8, workers=2,
+                   checkpoint_interval=0.2)
+    env = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": ddb_local.endpoint_url, "DYN_TEST_SLOW": "0.005"}
+    proc = subprocess.Popen([sys.executable, "-m", "dynamic.cli", "upgrade", "head", "--processes", "2"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        written = [i for i in things(local_client, table) if "pid" in i]
+        if len(written) > 300 and len({i["pid"]["N"] for i in written}) == 2:
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    workers = {int(i["pid"]["N"]) for i in written}
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not any(alive(p) for p in workers)
+    line = [x for x in err.splitlines() if x.startswith("error:")][-1]
+    assert "`dyn upgrade e1000001`" in line, err
+    assert "Traceback" not in err
+    done_before = sum(1 for i in things(local_client, table) if "B" in i)
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "e1000001", "--processes", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout)["steps"][0]["counts"]
+    assert counts["updated"] == 2000 - done_before  # the positions saved at the stop held
+    assert all(i["B"]["N"] == str(2 * int(i["A"]["N"])) for i in things(local_client, table))
+
+
+IDEMPOTENT_STAMP = STAMP.replace('"n": item.get("n", 0) + 1, ', '"B": item["A"] * 2, ')
