@@ -213,6 +213,11 @@ class Operations:
                  page_size=None) -> engine.BackfillResult:
         """Rewrite existing items: ``update(item)`` returns attributes to SET (``dynamic.REMOVE``
         removes one) or None. Writes are conditioned on what ``update`` read; make it idempotent."""
+        if not callable(update):
+            raise UsageError("op.backfill: update must be a callable taking the item and returning the "
+                             f"attributes to set (or None), got {type(update).__name__}")
+        if _bad_filter(filter):  # before the step counts as touched: nothing was written
+            raise UsageError(f"op.backfill: {_bad_filter(filter)}")
         label = f"backfill {getattr(update, '__name__', 'update')}"
         kw = self._engine_kwargs(label, label)
         if segments is not None:
@@ -231,6 +236,8 @@ class Operations:
         for n in names:
             if n in self.table.key_names:
                 raise UsageError(f"op.remove_attributes cannot remove key attribute {n!r}")
+        if _bad_filter(filter):
+            raise UsageError(f"op.remove_attributes: {_bad_filter(filter)}")
         kw = self._engine_kwargs(f"remove {', '.join(names)}", f"remove_attributes {', '.join(names)}")
         result = engine.remove_attributes(self._data_client, self.table, names, filter=filter, **kw)
         self._record("remove_attributes", f"{', '.join(names)} {_describe_filter(filter)}".strip(), result)
@@ -242,6 +249,11 @@ class Operations:
         filter and on what ``where`` read, so an item changed since the scan is decided again."""
         if filter is None and where is None:
             raise UsageError("op.delete_items needs a filter (e.g. Attr('Type').eq('Draft')) or a where= predicate")
+        if _bad_filter(filter):
+            raise UsageError(f"op.delete_items: {_bad_filter(filter)}")
+        if where is not None and not callable(where):
+            raise UsageError("op.delete_items: where must be a callable taking the item and returning whether "
+                             f"to delete it, got {type(where).__name__}")
         kw = self._engine_kwargs("delete items", "delete_items" + (
             f" {getattr(where, '__name__', 'where')}" if where is not None else ""), ("deleted", "would delete"))
         result = engine.delete_items(self._data_client, self.table, filter=filter, where=where, **kw)
@@ -262,7 +274,8 @@ class Operations:
         why = engine.renames.problem(table, old, new, force)
         if why:
             raise UsageError(f"op.rename_attribute: {why}")
-        kw = self._engine_kwargs(f"rename {old} -> {new}", ("renamed", "would rename"))
+        kw = self._engine_kwargs(f"rename {old} -> {new}", f"rename_attribute {old} -> {new}",
+                                 ("renamed", "would rename"))
         result = engine.rename_attribute(self._data_client, table, old, new, filter=filter, force=force, **kw)
         self._record("rename_attribute", f"{old} -> {new} {_describe_filter(filter)}".strip(), result)
         return result
@@ -278,7 +291,8 @@ class Operations:
         if _bad_filter(filter):
             raise UsageError(f"op.move_items: {_bad_filter(filter)}")
         name = getattr(transform, "__name__", "<lambda>")
-        kw = self._engine_kwargs("move items" + ("" if name == "<lambda>" else f" ({name})"), ("moved", "would move"))
+        label = "move items" + ("" if name == "<lambda>" else f" ({name})")
+        kw = self._engine_kwargs(label, label.replace("move items", "move_items"), ("moved", "would move"))
         result = engine.move_items(self._data_client, self.table, transform, filter=filter, **kw)
         detail = " ".join(x for x in ("" if name == "<lambda>" else f"by {name}(item)", _describe_filter(filter)) if x)
         self._record("move_items", detail, result)
@@ -291,8 +305,12 @@ class Operations:
 
     def put_items(self, items: Iterable[Mapping]) -> int:
         """Write new items (plain Python values), 25 per BatchWriteItem, unprocessed ones retried."""
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            raise UsageError(f"op.put_items takes a list of items (dicts), got {type(items).__name__}")
         items = list(items)
         for it in items:
+            if not isinstance(it, Mapping):
+                raise UsageError(f"op.put_items: each item must be a dict of attributes, got {type(it).__name__}")
             missing = [k for k in self.table.key_names if k not in it]
             if missing:
                 raise UsageError(f"op.put_items: item {dict(it)!r} lacks key attribute(s) {missing}")

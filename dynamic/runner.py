@@ -72,6 +72,16 @@ class ErrorsFile:
             why = f"its folder {p.parent} does not exist"
         elif not os.access(p.parent, os.W_OK):
             why = f"its folder {p.parent} is not writable"
+        if why is None:  # permissions are not the whole story (root, /proc, a read-only mount): try it
+            existed = p.exists()
+            try:
+                with open(p, "a", encoding="utf-8"):
+                    pass
+            except OSError as e:
+                why = e.strerror or type(e).__name__
+            else:
+                if not existed:
+                    p.unlink(missing_ok=True)
         if why:
             raise UsageError(f"errors file {p} cannot be written ({why}): pass --errors-file PATH "
                              "(or set errors_file) naming a file in a writable folder")

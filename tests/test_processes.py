@@ -175,6 +175,7 @@ def test_kill_9_of_the_parent_leaves_no_writer(ddb_local, local_client, tmp_path
     while any(alive(p) for p in workers) and time.monotonic() - killed < 5:
         time.sleep(0.05)
     assert not any(alive(p) for p in workers), "a worker outlived its parent"
+    print(f"kill -9 of the parent: its workers were gone {time.monotonic() - killed:.2f}s later")
     time.sleep(0.5)  # a request already sent may still land on the server
     settled = sorted(i["PK"]["S"] for i in things(local_client, table) if "pid" in i)
     time.sleep(2)
