@@ -1,6 +1,8 @@
 """Review findings: each test fails on the code as reviewed and names the bug it proves."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from boto3.dynamodb.conditions import Attr
 
@@ -162,7 +164,7 @@ def test_dask_slices_that_end_mid_page_count_each_item_once(local_client):
 
 
 # ---- max_errors with worker processes ----------------------------------------------------------------
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes", [1, 2, "dask"])
 def test_the_item_past_the_error_budget_is_met_again_by_the_resumed_run(local_client, processes):
     """The item that breaks ``max_errors`` stops the run and is not recorded as skipped (the sink
     never sees it): the run's checkpoints must stay before it, so the resumed run (revision
@@ -188,10 +190,21 @@ def test_the_item_past_the_error_budget_is_met_again_by_the_resumed_run(local_cl
     skipped: list = []
     budget = ErrorBudget(1, sink=lambda key, error, op: skipped.append(key["PK"]["S"]))
     cp = MemoryCheckpoints()
-    with pytest.raises(UpdateFailed):
-        backfill(local_client, table, broken, segments=2, workers=1, processes=processes, errors=budget,
-                 checkpoints=cp, checkpoint_interval=0.05)
-    assert len(skipped) == 1 and not cp.cleared
-    backfill(local_client, table, lambda item: {"v": 1}, workers=1, processes=processes, checkpoints=cp)
+    with contextlib.ExitStack() as stack:
+        kw: dict = {"processes": processes}
+        if processes == "dask":
+            distributed = pytest.importorskip("distributed")
+            from dynamic.backfill.cluster import DaskExecutor
+            from dynamic.dynamo import ClientSpec
+
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None, silence_logs=50))
+            kw = {"executor": DaskExecutor(cluster.scheduler_address, ClientSpec.of(local_client), None,
+                                           slice_seconds=0.05)}
+        with pytest.raises(UpdateFailed):
+            backfill(local_client, table, broken, segments=2, workers=1, errors=budget, checkpoints=cp,
+                     checkpoint_interval=0.05, **kw)
+        assert len(skipped) == 1 and not cp.cleared
+        backfill(local_client, table, lambda item: {"v": 1}, workers=1, checkpoints=cp, **kw)
     missed = sorted(i["PK"] for i in plain_items(local_client, name) if "v" not in i and i["PK"] not in skipped)
     assert not missed, f"never migrated and not in the errors file: {missed[:5]} ({len(missed)})"
