@@ -208,3 +208,36 @@ def test_the_item_past_the_error_budget_is_met_again_by_the_resumed_run(local_cl
         backfill(local_client, table, lambda item: {"v": 1}, workers=1, checkpoints=cp, **kw)
     missed = sorted(i["PK"] for i in plain_items(local_client, name) if "v" not in i and i["PK"] not in skipped)
     assert not missed, f"never migrated and not in the errors file: {missed[:5]} ({len(missed)})"
+
+
+# ---- a compound filter in UpdateItem / DeleteItem / a move's transaction -----------------------------
+def test_a_compound_filter_works_on_the_item_path():
+    """statements.Statements._expression appends the filter as ``f"({expr})"``; boto3's builder
+    already parenthesises an And/Or/Not (``(#f0 = :f0 AND attribute_exists(#f1))``), so the
+    ConditionExpression gets ``((...))`` and DynamoDB refuses it ("The expression has redundant
+    parentheses"). Every write of the item path with such a filter fails: write_mode="item",
+    the batch path's fallbacks (a statement too long, a per-statement ValidationError), and
+    every move_items (its transaction's delete is built by item_request)."""
+    from dynamic.backfill.statements import Statements
+    from dynamic.backfill.plan import Change
+
+    table = type("T", (), {"name": "t", "key_names": ("PK",)})()
+    st = Statements(table, Attr("Type").eq("User") & Attr("x").exists())
+    ch = Change({"PK": {"S": "a"}}, {"PK": {"S": "a"}}, {"y": {"S": "1"}}, [], (), (), True)
+    cond = st.item_request(ch)["ConditionExpression"]
+    assert "((" not in cond, cond
+
+
+@pytest.mark.parametrize("mode", ["item", "batch"])
+def test_backfill_and_move_with_a_compound_filter(local_client, mode):
+    from dynamic.backfill import backfill
+
+    name = create_table(local_client)
+    put_items(local_client, name, [{"PK": f"OLD#{i:04d}", "SK": "THING", "Type": "Thing", "A": i, "Tags": {"x"}}
+                                   for i in range(20)])
+    table = describe_table(local_client, name)
+    both = Attr("Type").eq("Thing") & Attr("A").gte(0)
+    r = backfill(local_client, table, lambda item: {"B": item["A"] * 2}, filter=both, write_mode=mode)
+    assert (r.updated, r.failed) == (20, 0)
+    r = move_items(local_client, table, to_new, filter=both, write_mode=mode)
+    assert r.moved == 20
