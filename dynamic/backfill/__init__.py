@@ -159,7 +159,9 @@ def rename_attribute(client: Any, table: TableInfo, old: str, new: str, *, filte
     if why:
         raise UsageError(f"rename_attribute: {why}")
     kw.setdefault("label", f"rename {old} -> {new}")
-    kw["exclude"] = combine(kw.get("exclude"), renames.scan_narrowing(old))
+    # the narrowing joins the filter, not ``exclude``: with ``is_meta`` the scan sends
+    # ``filter OR NOT exclude``, which would let back every item without ``old``
+    filter = combine(filter, renames.scan_narrowing(old))
     return _engine.run(client, table, "rename", renames.Rename(old, new), filter=filter, **kw)
 
 

@@ -109,8 +109,11 @@ class DaskExecutor:
         running: set = set()
 
         def submit(index: int, position: Any) -> Any:
+            # no ``retries``: a slice that raised had written part of its items, and running it
+            # again from the same position would apply ``update`` to them twice in one run (a
+            # worker that dies is rescheduled by Dask itself, as any crash: allowed-failures)
             fut = dask.submit(_run_slice, job, _Slice(index, position, self.slice_seconds, share(self.max_wcu),
-                                                      share(self.max_rcu)), pure=False, retries=3)
+                                                      share(self.max_rcu)), pure=False)
             running.add(fut)
             return fut
 
@@ -151,11 +154,18 @@ class DaskExecutor:
         return error
 
     def _apply(self, engine: "Engine", done: _Done) -> None:
-        engine.remote_report(done.index, done.position, done.counts)
-        for sample in done.samples:
-            engine.samples.add_sample(sample)
-        for key, error in done.failures:  # raises once the budget is spent
-            errors_of(engine.errors).record(key, error)
+        try:
+            for key, error in done.failures:  # raises once the budget is spent
+                errors_of(engine.errors).record(key, error)
+        except BaseException:
+            # the slice's position is past an item that is neither done nor recorded as skipped:
+            # the segment keeps its checkpoint from before the slice, so a new run meets it again
+            engine.segments[done.index].held = True
+            raise
+        finally:
+            engine.remote_report(done.index, done.position, done.counts)
+            for sample in done.samples:
+                engine.samples.add_sample(sample)
 
     def _drain(self, engine: "Engine", dask: Any, distributed: Any, running: set) -> None:
         """After a stop: slices already running finish (their lease watch stops them if the lock

@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from ..dynamo import TableInfo, error_code
 from ..errors import AwsError, DynError, UsageError
+from .failures import errors_of
 from .plan import MAX_CONFLICTS, Change, call_user
 from .ratelimit import Stopped
 from .result import Counts, UpdateFailed
@@ -183,7 +184,7 @@ class MoveWrites:
     already moved, a clash, gone, unmatched or unchanged (``transform`` decided again)."""
 
     def __init__(self, client: Any, caller: Caller, statements: Statements, plan: MovePlan, *,
-                 has_filter: bool = False, max_retry_seconds: float = 600.0):
+                 has_filter: bool = False, max_retry_seconds: float = 600.0, errors: Any = None):
         self.client = client
         self.caller = caller
         self.statements = statements
@@ -192,10 +193,15 @@ class MoveWrites:
         self.has_filter = has_filter
         self.max_retry_seconds = max_retry_seconds
         self.pk = plan.key_names[0]
+        self.errors = errors_of(errors)  # record(key, error): skip an item DynamoDB refuses, or raise
 
     def apply(self, changes: list, counts: Counts) -> None:
         for ch in changes:
-            self._move(ch, counts)
+            try:
+                self._move(ch, counts)
+            except UpdateFailed as e:  # DynamoDB refused this move (or transform failed on its new
+                self.errors.record(e.key or ch.key, e)  # value): within the budget, left as it is
+                counts.failed += 1
 
     def _move(self, ch: MoveChange, counts: Counts) -> None:
         waits = 0

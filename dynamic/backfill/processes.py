@@ -119,7 +119,8 @@ class ProcessExecutor:
             raise
         errors: list[BaseException] = []
         exited = [False] * n
-        readers = [threading.Thread(target=_read, args=(engine, conn, errors, exited, i),
+        shares = [[seg.index for seg in pending[i::n]] for i in range(n)]
+        readers = [threading.Thread(target=_read, args=(engine, conn, errors, exited, i, shares[i]),
                                     name=f"dyn-worker-pipe-{i}", daemon=True) for i, conn in enumerate(conns)]
         for t in readers:
             t.start()
@@ -183,7 +184,7 @@ class _Relay:
             self._thread.join()
 
 
-def _read(engine: "Engine", conn: Any, errors: list, exited: list, i: int) -> None:
+def _read(engine: "Engine", conn: Any, errors: list, exited: list, i: int, share: list) -> None:
     while True:
         try:
             msg = conn.recv()
@@ -198,6 +199,10 @@ def _read(engine: "Engine", conn: Any, errors: list, exited: list, i: int) -> No
             try:
                 errors_of(engine.errors).record(msg[1], msg[2])
             except BaseException as e:  # noqa: BLE001 - over the budget: the run stops
+                # the worker walks on past that item (it cannot know the budget is spent): its
+                # segments keep the checkpoints from before it, so a new run meets it again
+                for index in share:
+                    engine.segments[index].held = True
                 errors.append(e)
                 engine.stop.set()
         elif kind == "error":

@@ -137,5 +137,6 @@ class Statements:
         if self._filter_expr is not None:
             expr, fnames, _ = self._filter_expr
             names.update(fnames)
-            cond.append(f"({expr})")
+            # boto3 already parenthesises And/Or/Not, and DynamoDB refuses "((...))"
+            cond.append(expr if expr.startswith("(") else f"({expr})")
         return update_expr, " AND ".join(cond), names

@@ -124,7 +124,7 @@ class Worker:
         if job.kind == "move":
             self.plan = MovePlan(job.fn, job.table, job.is_meta)
             self.writes = MoveWrites(client, caller, statements, self.plan, has_filter=job.filter is not None,
-                                     max_retry_seconds=job.max_retry_seconds)
+                                     max_retry_seconds=job.max_retry_seconds, errors=self.errors)
         else:
             plan = {"update": UpdatePlan, "delete": DeletePlan, "rename": RenamePlan}[job.kind]
             self.plan = plan(job.fn, job.table)
