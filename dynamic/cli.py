@@ -46,7 +46,10 @@ class DynGroup(TyperGroup):
             raise typer.Exit(e.exit_code) from None
         except Exception as e:
             _close_reporter()
-            if _is_cli_control(e):  # usage errors, Exit, Abort: the CLI framework renders them
+            if _is_usage(e):  # a bad option value or an unknown option: one line too, exit 2
+                typer.echo(f"error: {_usage_line(e, ctx)}", err=True)
+                raise typer.Exit(2) from None
+            if _is_cli_control(e):  # Exit, Abort: the CLI framework renders them
                 raise
             return _unexpected(e)
         except KeyboardInterrupt:
@@ -55,6 +58,18 @@ class DynGroup(TyperGroup):
             raise typer.Exit(130) from None
         finally:
             _close_reporter()
+
+
+def _is_usage(e: BaseException) -> bool:
+    return _is_cli_control(e) and hasattr(e, "format_message") and getattr(e, "exit_code", 0) == 2
+
+
+def _usage_line(e: Any, ctx: Any) -> str:
+    """typer's framed usage error as one line, naming the help that lists the options."""
+    text = " ".join(str(e.format_message()).split())
+    sub = getattr(e, "ctx", None)
+    where = f"dyn {sub.info_name}" if sub is not None and sub.info_name and sub is not ctx else "dyn"
+    return f"{text} (see `{where} --help`)"
 
 
 def _close_reporter() -> None:
@@ -372,6 +387,7 @@ def _render_failures(r) -> None:
 
 # ---- dry run: what the run would do and cost ------------------------------------------------
 
+SAMPLE_ENOUGH = 200  # items a sample must read before its extrapolation means much
 _DRY_COLUMNS = ("scanned", "matched", "write", "delete", "RCU", "WCU", "cost", "time")
 
 
@@ -395,6 +411,10 @@ def _render_dry_run(r) -> None:
         if sampled:
             share = ", ".join(f"{x:g}%" for x in sorted(sampled))
             typer.echo(f"estimate from a {share} sample of the table's segments, extrapolated to the whole table:")
+            few = min(int(c.get("sampled_items", SAMPLE_ENOUGH)) for _, _, c in rows if c.get("sample"))
+            if few < SAMPLE_ENOUGH:
+                typer.echo(f"warning: the sample read only {few:,} item(s), too few to extrapolate from: use a "
+                           "larger --sample, or none on a table this small", err=True)
         else:
             typer.echo("estimate (the whole table was scanned):")
         t = r.totals
@@ -407,7 +427,8 @@ def _render_dry_run(r) -> None:
                                  for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
         failed = int(t.get("failed", 0))
         if failed:
-            typer.echo(f"{failed:,} item(s) would fail (update/where raised, or returned something unusable)")
+            typer.echo(f"{failed:,} item(s) would fail (update/where raised, or returned something unusable): a "
+                       f"real run stops at the first one unless --max-errors lets it skip that many and go on")
     typer.echo(r.line())
 
 

@@ -108,10 +108,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             if isinstance(value, str) and value.strip().lower() in _BOOLS:
                 return _BOOLS[value.strip().lower()]
             raise ValueError
+        if ("float" in kind_s or "int" in kind_s) and isinstance(value, bool):
+            raise ValueError  # TOML's true is not 1
         if "float" in kind_s:
             return float(value) if value != "" else None
         if "int" in kind_s:
             if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, str) and value.strip() and not value.strip().lstrip("+-").isdigit():
                 raise ValueError
             return int(value) if value != "" else None
         if isinstance(value, (int, float)) and key == "meta_pk":
@@ -120,8 +124,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ValueError
         return value
     except (TypeError, ValueError):
-        want = ("true or false" if "bool" in kind_s else
-                "a number" if ("int" in kind_s or "float" in kind_s) else "a string")
+        want = ("true or false" if "bool" in kind_s else "a number" if "float" in kind_s else
+                "a whole number" if "int" in kind_s else "a string")
         raise ConfigError(f"config key {key!r} from {source} must be {want}, got {value!r}") from None
 
 
@@ -181,6 +185,7 @@ def load_config(
     else:
         path, raw = find_config(cwd)
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, for the messages
     for key, value in raw.items():
         if key not in KEYS:
             raise ConfigError(
@@ -188,58 +193,69 @@ def load_config(
             )
         if isinstance(value, str):
             value = expand(value, key, env)
-        values[key] = _coerce(key, value, str(path))
+        values[key], sources[key] = _coerce(key, value, str(path)), str(path)
     for key in KEYS:
         ev = env.get(f"DYN_{key.upper()}")
         if ev is not None:
-            values[key] = _coerce(key, expand(ev, key, env), f"DYN_{key.upper()}")
+            source = f"DYN_{key.upper()}"
+            values[key], sources[key] = _coerce(key, expand(ev, key, env), source), source
     for key, value in (overrides or {}).items():
         if value is not None:
             if key not in KEYS:
                 raise ConfigError(f"unknown config key {key!r}")
-            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+            source = f"--{key.replace('_', '-')}"
+            values[key], sources[key] = _coerce(key, value, source), source
     root = path.parent if path else cwd
     cfg = Config(path=path, root=root, **values)
-    _validate(cfg)
+    _validate(cfg, sources)
     return cfg
 
 
-def _validate(cfg: Config) -> None:
+def _validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
+    """Values in range, or one line naming the key, where it came from and what to give."""
+    sources = sources or {}
+
+    def bad(key: str, text: str) -> ConfigError:
+        where = f" (from {sources[key]})" if key in sources else ""
+        return ConfigError(f"{key}{where} {text}")
+
     if cfg.lock_lease_seconds <= 0:
-        raise ConfigError("lock_lease_seconds must be positive")
+        raise bad("lock_lease_seconds", f"must be positive, got {cfg.lock_lease_seconds}")
     if cfg.lock_timeout < 0:
-        raise ConfigError("lock_timeout must be zero or positive")
+        raise bad("lock_timeout", f"must be zero or positive, got {cfg.lock_timeout}")
     for k in ("workers", "segments", "page_size", "processes"):
         v = getattr(cfg, k)
         if v is not None and v < 1:
-            raise ConfigError(f"{k} must be at least 1, got {v}")
+            raise bad(k, f"must be at least 1, got {v}")
     for k in ("max_wcu", "max_rcu"):
         v = getattr(cfg, k)
         if v is not None and v <= 0:
-            raise ConfigError(f"{k} must be positive, got {v}")
+            raise bad(k, f"must be positive, got {v}")
     if cfg.backup not in ("none", "pitr", "on-demand"):
-        raise ConfigError(f"backup must be none, pitr or on-demand, got {cfg.backup!r}")
+        raise bad("backup", f"must be none, pitr or on-demand, got {cfg.backup!r}")
     if cfg.max_errors < 0:
-        raise ConfigError(f"max_errors (--max-errors) is how many failing items a step may skip: give 0 or "
-                          f"more, got {cfg.max_errors}")
+        raise bad("max_errors", "is how many failing items a step may skip (--max-errors): give 0 or more, "
+                                f"got {cfg.max_errors}")
     for k in ("read_price", "write_price"):
         if getattr(cfg, k) < 0:
-            raise ConfigError(f"{k} is USD per million request units: give 0 or more, got {getattr(cfg, k)}")
+            raise bad(k, f"is USD per million request units: give 0 or more, got {getattr(cfg, k)}")
     if cfg.retry_mode not in ("standard", "adaptive", "legacy"):
-        raise ConfigError(f"retry_mode must be standard, adaptive or legacy, got {cfg.retry_mode!r}")
+        raise bad("retry_mode", f"must be standard, adaptive or legacy, got {cfg.retry_mode!r}")
     if cfg.write_mode not in ("batch", "item"):
-        raise ConfigError(f"write_mode must be batch or item, got {cfg.write_mode!r}")
+        raise bad("write_mode", f"must be batch or item, got {cfg.write_mode!r}")
     if cfg.dask_scheduler is not None and cfg.processes not in (None, 1):
-        raise ConfigError(f"processes = {cfg.processes} and dask_scheduler are two ways to run the segments: "
-                          "set one (on a Dask cluster, the cluster's workers and threads are the processes)")
+        raise bad("processes", f"= {cfg.processes} and dask_scheduler"
+                  f"{' (from ' + sources['dask_scheduler'] + ')' if 'dask_scheduler' in sources else ''} are two "
+                  "ways to run the segments: set one (on a Dask cluster, the cluster's workers and threads are "
+                  "the processes)")
     if cfg.dask_scheduler is not None and not cfg.dask_scheduler.strip():
-        raise ConfigError("dask_scheduler is empty: give the scheduler's address, e.g. tcp://10.0.0.5:8786")
+        raise bad("dask_scheduler", "is empty: give the scheduler's address, e.g. tcp://10.0.0.5:8786")
     if cfg.checkpoint_interval <= 0:
-        raise ConfigError(f"checkpoint_interval must be positive, got {cfg.checkpoint_interval}")
+        raise bad("checkpoint_interval", f"must be positive (seconds), got {cfg.checkpoint_interval}")
     if cfg.table is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", cfg.table):
         raise ConfigError(
-            f"table name {cfg.table!r} is not a valid DynamoDB table name "
-            "(3-255 characters: letters, digits, _ . -)"
+            f"table name {cfg.table!r}{' (from ' + sources['table'] + ')' if 'table' in sources else ''} is not a "
+            "valid DynamoDB table name (3-255 characters: letters, digits, _ . -)"
         )
 
 

@@ -128,6 +128,7 @@ class TableInfo:
     gsis: dict[str, dict] = field(default_factory=dict)
     provisioned: dict[str, int] | None = None
     lsis: dict[str, dict] = field(default_factory=dict)
+    attribute_types: dict[str, str] = field(default_factory=dict)  # AttributeDefinitions: name -> S | N | B
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -140,6 +141,11 @@ class TableInfo:
             for k in index.get("KeySchema", ()):
                 out.setdefault(k["AttributeName"], name)
         return out
+
+    def index_key_types(self) -> dict[str, tuple[str, str]]:
+        """Each attribute an index keys on -> (that index's name, the type it must have)."""
+        return {attr: (index, self.attribute_types[attr]) for attr, index in self.index_keys().items()
+                if attr in self.attribute_types}
 
     def key_of(self, item: dict) -> dict:
         """The primary key of an item (in whatever representation the item is in)."""
@@ -177,6 +183,7 @@ def table_info_from_description(desc: dict) -> TableInfo:
         gsis={g["IndexName"]: g for g in desc.get("GlobalSecondaryIndexes", [])},
         provisioned=provisioned,
         lsis={i["IndexName"]: i for i in desc.get("LocalSecondaryIndexes", [])},
+        attribute_types=types,
     )
 
 

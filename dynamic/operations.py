@@ -52,7 +52,7 @@ class OpSettings:
 
 
 # counts that do not add up across operations or runs
-NOT_ADDED = frozenset({"segments", "sample"})
+NOT_ADDED = frozenset({"segments", "sample", "sampled_items"})
 
 
 @dataclass

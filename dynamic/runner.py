@@ -47,6 +47,9 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+DRY_RUN_FAILURES = 10**12  # a dry run's error budget: it counts failing items, it does not stop
+
+
 class ErrorsFile:
     """Where a run records the items it skipped (``max_errors``): one JSON line each,
     ``{"revision", "direction", "op", "key", "error"}``, appended and flushed as they come.
@@ -157,7 +160,7 @@ _SCHEMA_OPS = {
 }
 # counts that are not item counts, or are said otherwise
 _NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "samples", "cost_usd", "scan_seconds",
-               "sample"}
+               "sample", "sampled_items"}
 # how the other item counts read; a key not here reads as "<key> <n>"
 _COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "gone": "deleted meanwhile",
                 "unmatched": "no longer matching", "failed": "failed, left untouched",
@@ -551,8 +554,10 @@ class Runner:
     def _budget(self, step: Step, dry_run: bool) -> ErrorBudget:
         """The step's error budget: ``max_errors`` failing items, recorded in the errors file (a
         dry run counts them and writes nothing)."""
-        if dry_run or not self.options.max_errors:
-            return ErrorBudget(self.options.max_errors)
+        if dry_run:  # counts every item that would fail, and goes on: the estimate says how many
+            return ErrorBudget(DRY_RUN_FAILURES)
+        if not self.options.max_errors:
+            return ErrorBudget(0)
         f = self._errors_file()
         return ErrorBudget(self.options.max_errors, f.sink(step.revision.revision, step.direction),
                            where=str(f.path))

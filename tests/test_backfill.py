@@ -345,8 +345,16 @@ def test_write_rejected_by_dynamodb_names_the_item(local_client):
         GlobalSecondaryIndexUpdates=[{"Create": {"IndexName": "gsi", "KeySchema": [
             {"AttributeName": "G", "KeyType": "HASH"}], "Projection": {"ProjectionType": "KEYS_ONLY"}}}])
     put_items(local_client, name, [{"PK": "k1", "A": 1}])
+    table = describe_table(local_client, name)
+    # an empty string cannot key an index: only DynamoDB says so
     with pytest.raises(UpdateFailed, match=r"DynamoDB rejected the update of item \{PK='k1'\}"):
-        backfill(local_client, describe_table(local_client, name), lambda it: {"G": it["A"]}, segments=1)
+        backfill(local_client, table, lambda it: {"G": ""}, segments=1)
+    # a value of the wrong type for the index key: dyn says so before writing, naming the index
+    with pytest.raises(UpdateFailed, match=r"update\(\) set 'G' to a number \(N\) on item \{PK='k1'\}, "
+                                           r"but index gsi keys on it as a string \(S\)"):
+        backfill(local_client, table, lambda it: {"G": it["A"]}, segments=1)
+    with pytest.raises(UpdateFailed, match=r"update\(\) returned an empty set for 'T' on item"):
+        backfill(local_client, table, lambda it: {"T": set()}, segments=1)
 
 
 def test_lost_lease_stops_writes(local_client):

@@ -212,8 +212,9 @@ def preflight(address: str) -> None:
     failed = None
     try:
         found = asyncio.run(versions())
-    except Exception as e:  # noqa: BLE001 - not a scheduler, or it failed to answer
-        failed = _unreachable(address, e)
+    except Exception as e:  # noqa: BLE001 - something answered there, but not a scheduler
+        failed = DynError(f"{address} answers, but not as a Dask scheduler ({type(e).__name__}: {e}): check "
+                          "--dask-scheduler / DYN_DASK_SCHEDULER (the scheduler's address, port 8786 by default)")
     if failed is not None:
         with warnings.catch_warnings():  # the half-started client's __del__ complains as it goes
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -290,7 +291,9 @@ def _run_slice(shipped: _Shipped, work: _Slice) -> _Done:
     deadline = time.monotonic() + work.seconds
 
     def report(seg: Segment) -> None:
-        if time.monotonic() >= deadline and seg.position != "done":
+        # a slice ends at a page's end: the next one reads no item of that page again (its
+        # scanned count is the page's, counted once)
+        if seg.page_end and time.monotonic() >= deadline and seg.position != "done":
             raise _SliceDone()
 
     seg = Segment(work.index, work.position)

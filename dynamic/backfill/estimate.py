@@ -52,4 +52,5 @@ def extrapolate(result: BackfillResult, *, scanned_segments: int, total_segments
         seconds = max(seconds, rcu / max_rcu)
     sampled = scanned_segments < total_segments
     return replace(result, **scaled, rcu=rcu, wcu=wcu, seconds=seconds, scan_seconds=result.seconds,
-                   sample=round(100.0 * scanned_segments / total_segments, 3) if sampled else None)
+                   sample=round(100.0 * scanned_segments / total_segments, 3) if sampled else None,
+                   sampled_items=result.scanned if sampled else None)

@@ -10,6 +10,8 @@ from ..errors import UsageError
 from .result import UpdateFailed
 from .values import REMOVE, ItemView, av_equal, key_text, one_line, serializer, write_cost
 
+_TYPE_NAMES = {"S": "a string (S)", "N": "a number (N)", "B": "binary (B)", "BOOL": "a boolean", "NULL": "null",
+               "L": "a list", "M": "a map", "SS": "a string set", "NS": "a number set", "BS": "a binary set"}
 MAX_CONFLICTS = 25  # decisions on one item (it kept changing under us) before giving up
 
 
@@ -85,6 +87,7 @@ class UpdatePlan:
         self.update = update
         self.key_names = table.key_names
         self.key_set = frozenset(table.key_names)
+        self.index_types = table.index_key_types()
 
     def __call__(self, raw: Mapping, verified: bool = True) -> Change | None:
         view = ItemView(raw)
@@ -103,12 +106,23 @@ class UpdatePlan:
                 if name in raw:
                     removes.append(name)
                 continue
+            if not isinstance(name, str) or not name:
+                raise UpdateFailed(f"update() returned the attribute name {name!r} on item {key_text(key)}: "
+                                   "names are non-empty strings", key)
             try:
                 av = serializer.serialize(value)
             except Exception as e:  # float, unsupported type, empty set...
                 raise UpdateFailed(
                     f"update() returned an unstorable value for {name!r} ({type(e).__name__}: {one_line(e)}) "
                     f"on item {key_text(key)}", key, e) from e
+            kind = next(iter(av))
+            if kind in ("SS", "NS", "BS") and not av[kind]:
+                raise UpdateFailed(f"update() returned an empty set for {name!r} on item {key_text(key)}: DynamoDB "
+                                   "stores no empty sets (return dynamic.REMOVE to drop the attribute)", key)
+            if name in self.index_types and kind != self.index_types[name][1]:
+                index, want = self.index_types[name]
+                raise UpdateFailed(f"update() set {name!r} to {_TYPE_NAMES.get(kind, kind)} on item {key_text(key)}, "
+                                   f"but index {index} keys on it as {_TYPE_NAMES[want]}", key)
             cur = raw.get(name)
             if cur is None or not av_equal(cur, av):
                 sets[name] = av

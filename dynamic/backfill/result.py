@@ -159,6 +159,7 @@ class BackfillResult:
     samples: list[dict] = field(default_factory=list)
     sample: float | None = None  # dry run: percent of the segments scanned (None: all)
     scan_seconds: float | None = None  # dry run: how long the dry run itself took
+    sampled_items: int | None = None  # dry run with a sample: the items the sample really read
     clash_keys: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -173,7 +174,7 @@ class BackfillResult:
         d["samples"] = jsonable(self.samples)
         if not self.samples:
             del d["samples"]
-        for k in ("sample", "scan_seconds"):
+        for k in ("sample", "scan_seconds", "sampled_items"):
             if d[k] is None:
                 del d[k]
         if self.scan_seconds is not None:

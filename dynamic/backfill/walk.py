@@ -65,7 +65,7 @@ class Job:
 class Segment:
     """One segment: where it has got to (a key, or ``"done"``), and its counts."""
 
-    __slots__ = ("index", "position", "counts", "reported", "held")
+    __slots__ = ("index", "position", "counts", "reported", "page_end", "held")
 
     def __init__(self, index: int, position: dict | str | None = None):
         self.index = index
@@ -73,6 +73,7 @@ class Segment:
         self.counts = Counts()
         self.reported = Counts()  # what progress has been told
         self.held = False  # its checkpoint stays before the first item left in a clash
+        self.page_end = False  # its position is the end of a Scan page (not one of its items)
 
     @property
     def done(self) -> bool:
@@ -155,10 +156,11 @@ class Worker:
                 scanned -= len(items) - len(mine)  # dyn's own records are not the user's items
                 items = mine
             counts.scanned += scanned
-            counts.matched += len(items)
-            self.handle(items, seg)
+            seg.page_end = False
+            self.handle(items, seg)  # counts each item matched as it decides it
             lek = page.get("LastEvaluatedKey")
             seg.position = lek or "done"
+            seg.page_end = True  # a walk may stop here without reading any of this page again
             self.report(seg)
             if not lek:
                 return
@@ -174,6 +176,7 @@ class Worker:
         key_names = self.job.table.key_names
         pending: list[Change] = []
         for raw in items:
+            counts.matched += 1
             try:
                 ch = plan(raw)
             except UpdateFailed as e:  # within the budget: left untouched, the walk goes on
