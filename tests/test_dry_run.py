@@ -203,7 +203,7 @@ def test_dry_run_text_shows_the_table_and_the_samples(local_client, ddb_local, t
     (("--dry-run", "--sample", "0"), "--sample 0 is not a share of the table"),
     (("--dry-run", "--sample", "150"), "--sample 150 is not a share of the table"),
     (("--sample", "10"), "--sample 10 applies to a dry run only: add --dry-run"),
-    (("--max-errors", "-1"), "max_errors (--max-errors) is how many failing items a step may skip"),
+    (("--max-errors", "-1"), "max_errors (from --max-errors) is how many failing items a step may skip"),
     (("--max-errors", "2", "--errors-file", "no/such/folder/errors.jsonl"), "pass --errors-file PATH"),
 ])
 def test_bad_options_are_refused_before_anything_runs(local_client, ddb_local, tmp_path, args, needle):

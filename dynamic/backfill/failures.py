@@ -56,10 +56,10 @@ class ErrorBudget:
         if self.limit == 0:
             return error
         where = f" (listed in {self.where})" if self.where else ""
-        keep = f" --errors-file {self.where}" if self.where else ""
+        keep = f" and --errors-file {self.where}" if self.where else ""
         e = UpdateFailed(f"{error.message}; {self.count} item(s) had already failed{where}, the most "
-                         f"max_errors = {self.limit} allows (fix the revision, or resume with a larger "
-                         f"--max-errors{keep})", error.key, error.original)
+                         f"max_errors = {self.limit} allows (fix the revision, or resume with --max-errors above "
+                         f"{self.limit}{keep})", error.key, error.original)
         e.__cause__ = error.__cause__
         return e
 
