@@ -4,7 +4,6 @@ from __future__ import annotations
 import ast
 import datetime as _dt
 import hashlib
-import importlib.util
 import re
 import sys
 import traceback

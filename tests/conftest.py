@@ -77,3 +77,17 @@ def scan_all(client, table: str) -> list[dict]:
             break
         kw["ExclusiveStartKey"] = r["LastEvaluatedKey"]
     return sorted(items, key=lambda i: repr(sorted((k, repr(v)) for k, v in i.items() if k in ("PK", "SK", "pk", "sk", "id"))))
+
+
+def add_index(client, table: str, attr: str = "G", name: str = "byG") -> None:
+    """A keys-only global secondary index on string attribute ``attr``, waited for until ACTIVE
+    (DynamoDB Local refuses writes to an index still being created)."""
+    import time
+
+    client.update_table(
+        TableName=table, AttributeDefinitions=[{"AttributeName": attr, "AttributeType": "S"}],
+        GlobalSecondaryIndexUpdates=[{"Create": {"IndexName": name, "KeySchema": [
+            {"AttributeName": attr, "KeyType": "HASH"}], "Projection": {"ProjectionType": "KEYS_ONLY"}}}])
+    while any(g["IndexStatus"] != "ACTIVE" for g in
+              client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])):
+        time.sleep(0.1)

@@ -3,11 +3,9 @@ and the adoption code (drift.py), and where generated code lands in a template (
 The replay tests that must show nothing is touched run on moto."""
 from __future__ import annotations
 
-import copy
 import textwrap
 from pathlib import Path
 
-import boto3
 import pytest
 
 from conftest import create_table, scan_all

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
-from conftest import create_table, scan_all
+from conftest import add_index, create_table, scan_all
 from dynamic.backfill import UpdateFailed
 from dynamic.backfill.failures import ErrorBudget
 from dynamic.cli import _relative_targets_last
@@ -76,13 +75,7 @@ def downgrade(op):
 
 def indexed_table(client) -> str:
     name = create_table(client, sort_key=False)
-    client.update_table(
-        TableName=name, AttributeDefinitions=[{"AttributeName": "G", "AttributeType": "S"}],
-        GlobalSecondaryIndexUpdates=[{"Create": {"IndexName": "byG", "KeySchema": [
-            {"AttributeName": "G", "KeyType": "HASH"}], "Projection": {"ProjectionType": "KEYS_ONLY"}}}])
-    while any(g["IndexStatus"] != "ACTIVE" for g in
-              client.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])):
-        time.sleep(0.1)
+    add_index(client, name)
     put_items(client, name, [{"PK": f"k{i:03d}", "Type": "Thing", "A": i} for i in range(N)])
     return name
 

@@ -4,13 +4,11 @@ wherever a revision is named; JSON that agrees with the text; quiet when piped i
 warnings on stderr; one timestamp format."""
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 

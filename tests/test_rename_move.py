@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 
-import boto3
 import pytest
 from boto3.dynamodb.conditions import Attr
 from boto3.dynamodb.types import TypeSerializer

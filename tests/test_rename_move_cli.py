@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 import boto3
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from conftest import create_table, scan_all
 from test_backfill import plain_items, put_items
 from test_rename_move import mixed
-from test_upgrade_faults import dyn, project
+from test_upgrade_faults import dyn, kill_when, project
 
 pytestmark = pytest.mark.local
 
@@ -142,22 +140,6 @@ def test_rename_with_clashes_fails_naming_them_then_resumes_and_downgrades(ddb_l
     assert json.loads(r.stdout)["steps"][0]["counts"]["updated"] == 160
     users = [i for i in plain_items(local_client, table) if i.get("Type") == "User"]
     assert sum("phone" in i for i in users) == 160 and not any("phoneNumber" in i for i in users)
-
-
-def kill_when(proc: subprocess.Popen, done, half: int, timeout: float = 120) -> None:
-    try:
-        deadline = time.monotonic() + timeout
-        while done() < half:
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        time.sleep(0.5)  # a request the victim sent may still be applying on the server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def start_dyn(root, endpoint: str, *args: str) -> subprocess.Popen:

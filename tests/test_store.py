@@ -3,7 +3,6 @@ golang-migrate's shared driver suite. Anything that depends on DynamoDB's own ru
 (transactions, conditions, filter expressions) runs at least on DynamoDB Local."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -208,7 +207,7 @@ def test_history_is_newest_first_by_counter_not_by_clock(store, leases, monkeypa
     real = storemod.now_iso
     monkeypatch.setattr(storemod, "now_iso", lambda timespec="seconds": next(stamps)
                         if timespec == "microseconds" else real(timespec))
-    counter, heads = 0, []
+    counter = 0
     for rev in ("r1", "r2"):
         store.begin_step(lease.token, step(rev))
         counter = finish(store, lease, counter, [rev], rev=rev)

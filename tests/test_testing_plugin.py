@@ -3,13 +3,11 @@ table with the project's migrations, and checks that pass on good migrations and
 a message saying why — on bad ones."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest

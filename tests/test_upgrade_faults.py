@@ -85,6 +85,23 @@ def dyn(root: Path, endpoint: str, *args: str, **kw) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=kw.pop("timeout", 300), **kw)
 
 
+def kill_when(proc: subprocess.Popen, done, half: int, timeout: float = 120) -> None:
+    """SIGKILL ``proc`` once ``done()`` reaches ``half``, then let its last request land."""
+    try:
+        deadline = time.monotonic() + timeout
+        while done() < half:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        time.sleep(0.5)  # a request the victim sent may still be applying on the server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def things(client, table: str) -> list[dict]:
     return [i for i in scan_all(client, table) if i.get("Type", {}).get("S") == "Thing"]
 
@@ -147,19 +164,7 @@ def test_kill_9_mid_backfill_then_upgrade_resumes_from_the_table(ddb_local, loca
     def migrated() -> int:
         return sum(1 for i in things(local_client, table) if "B" in i)
 
-    try:
-        deadline = time.monotonic() + 120
-        while migrated() < n // 2:
-            assert victim.poll() is None, victim.stderr.read()
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.1)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        time.sleep(0.5)  # a request the victim sent may still be applying on the server
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait()
+    kill_when(victim, migrated, n // 2)
     at_kill = migrated()
     assert at_kill < n
     r = dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--json")

@@ -4,7 +4,6 @@ here; worker processes (``processes.py``) and a Dask cluster (``dask.py``) imple
 seam, and the engine does not know which one runs it."""
 from __future__ import annotations
 
-import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Protocol, Sequence
 
