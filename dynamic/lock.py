@@ -253,6 +253,11 @@ class Lease:
     def _valid_until(self) -> float:
         return self._renewed_at + self.info.lease_seconds * (1 - _SAFETY)
 
+    def remaining(self) -> float:
+        """Seconds this runner may still write on its last renewal (0 once lost): how long a
+        confirmation handed on to worker processes may last."""
+        return 0.0 if self.lost else max(0.0, self._valid_until() - self._clock())
+
     def check(self) -> None:
         """Called before writing to the table: raises LeaseLost if this runner may no longer
         hold the lock."""

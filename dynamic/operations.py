@@ -108,7 +108,8 @@ class Operations:
     ``checkpoints(index)`` returns the checkpoint store of the index-th data operation of this
     step; ``guard()`` raises when the runner lost its lease; ``progress(label, total, verb)`` makes a
     progress reporter (``verb`` names what it counts as written: "updated", "would delete" ...);
-    ``log`` gets what the step is doing now (creating an index, waiting for it).
+    ``log`` gets what the step is doing now (creating an index, waiting for it); ``warn``
+    what the user should know of what it did.
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class Operations:
         guard: Callable[[], None] | None = None,
         progress: Callable[[str, int | None, str], Any] | None = None,
         log: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None,
         source: tuple[str, str] | None = None,
         errors: Any = None,
     ):
@@ -139,6 +141,7 @@ class Operations:
         self._guard = guard or (lambda: None)
         self._progress = progress
         self._log = log or (lambda msg: None)
+        self._warn = warn or (lambda msg: None)
         self._errors = errors  # the step's failures.ErrorBudget (max_errors), or None: stop at the first
         self._data_ops = 0
         self._cp: Any = None  # the checkpoints of the data operation running
@@ -487,6 +490,14 @@ class Operations:
             delay = min(self.settings.wait_poll, delay * 2)
 
     def _record(self, op: str, detail: str, result: engine.BackfillResult) -> None:
+        if result.whole_reads:
+            n = result.whole_reads
+            self._warn(
+                f"{op}{f' ({detail})' if detail else ''}: {'where' if op == 'delete_items' else 'update'}() "
+                f"read the whole item (iterated it, or took len(), keys(), items(), dict() or ==) on {n:,} "
+                f"item{'' if n == 1 else 's'}; each write is conditioned on the attributes the item had when "
+                "scanned, so one the application added in between is not seen (no DynamoDB condition says "
+                "\"no other attribute\"): read the attributes you use by name (item[\"a\"], item.get(\"b\"))")
         counts = result.as_dict()
         counts["cost_usd"] = cost_usd(result.rcu, result.wcu, *self._prices)
         prior = self._cp.prior_totals() if hasattr(self._cp, "prior_totals") else {}

@@ -160,7 +160,7 @@ _SCHEMA_OPS = {
 }
 # counts that are not item counts, or are said otherwise
 _NOT_COUNTS = {"scanned", "matched", "rcu", "wcu", "seconds", "segments", "samples", "cost_usd", "scan_seconds",
-               "sample", "sampled_items"}
+               "sample", "sampled_items", "whole_reads"}
 # how the other item counts read; a key not here reads as "<key> <n>"
 _COUNT_WORDS = {"unchanged": "unchanged", "conflicts": "conflicts retried", "gone": "deleted meanwhile",
                 "unmatched": "no longer matching", "failed": "failed, left untouched",
@@ -608,6 +608,7 @@ class Runner:
             guard=lease.check if lease else None,
             progress=self.report.progress,
             log=self.report.status,
+            warn=lambda msg: self.report.log(f"warning: {msg}"),
             source=(str(self.scripts.get(rev).path), direction),
             errors=budget,
         )

@@ -146,7 +146,7 @@ def test_proxy_latency_counts_and_lifetime(ddb_local, local_client):
             client.put_item(TableName=name, Item={"PK": {"S": "landed"}})
         proxy.clear()
         assert client.get_item(TableName=name, Key={"PK": {"S": "landed"}})["Item"]  # it applied
-        assert proxy.counts["GetItem"] == {"requests": 3, "throttle": 1, "error500": 1, "lost": 0}
+        assert proxy.counts["GetItem"] == {"requests": 3, "throttle": 1, "error500": 1, "lost": 0, "conflict": 0}
         assert proxy.injected("lost") == 1 and proxy.injected() == 3
     short = FaultProxy(ddb_local.endpoint_url, lifetime=0.2).start()
     time.sleep(0.6)

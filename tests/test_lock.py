@@ -387,3 +387,84 @@ def test_a_live_holder_on_this_machine_is_waited_for(any_client, leases):
     t = FakeTime()
     with pytest.raises(LockTimeout):
         locklib.acquire(store, lease_seconds=5, timeout=3, poll=1, clock=t.clock, sleep=t.sleep)
+
+
+# ---- a Dask worker's view of the lease -----------------------------------------------------------
+class _ThrottledReads:
+    """A worker's client whose reads of the version record are throttled while ``on`` is set."""
+
+    def __init__(self, client):
+        self.client, self.on = client, False
+
+    def get_item(self, **kw):
+        if self.on:
+            from botocore.exceptions import ClientError
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetItem")
+        return self.client.get_item(**kw)
+
+
+def _watch(store, lease, client, clock):
+    from dynamic.backfill.cluster import LeaseWatch, RemoteLease
+    remote = RemoteLease(store.table.name, store.layout.version_key(), lease.token, lease.info.lease_seconds)
+    return LeaseWatch(remote, client, clock=clock, sleep=lambda s: None)
+
+
+def test_a_dask_worker_whose_lock_reads_fail_stops_before_a_takeover(local_client, leases):
+    """The dyn process dies, and from then on the worker's reads of the lock are throttled: it
+    must stop writing before a waiting runner may take the lock over, not a while after."""
+    store = make_store(local_client)
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    dead = take(store, leases, lease_seconds=6, clock=clock, sleep=lambda s: None)
+    dead.abandon()
+    reads = _ThrottledReads(local_client)
+    watch = _watch(store, dead, reads, clock)
+    writes_under = []  # the lock owner at each moment the worker's guard let a write through
+
+    def tick():
+        reads.on = now[0] - 1000 >= 1.0
+        try:
+            watch()
+        except LeaseLost:
+            return False
+        writes_under.append(locklib.read_lock(store).owner)
+        return True
+
+    def wait(seconds):  # the next runner, waiting for the lock; the worker goes on meanwhile
+        for _ in range(round(seconds / 0.1)):
+            now[0] += 0.1
+            tick()
+
+    assert tick()
+    taker = take(store, leases, lease_seconds=6, clock=clock, sleep=wait, timeout=100)
+    while tick():
+        now[0] += 0.1
+    assert writes_under and set(writes_under) == {dead.token}, "a write got through under the new holder"
+    assert taker.token != dead.token
+
+
+def test_a_dask_worker_that_never_read_the_lock_does_not_write(local_client, leases):
+    store = make_store(local_client)
+    lease = take(store, leases, lease_seconds=6)
+    reads = _ThrottledReads(local_client)
+    reads.on = True
+    with pytest.raises(LeaseLost, match="cannot read the lock"):
+        _watch(store, lease, reads, time.monotonic)()
+
+
+def test_a_dask_worker_keeps_writing_while_the_heartbeat_moves(local_client, leases):
+    """A live holder renews every lease/3: the worker never takes that for a dead one, even when
+    some of its reads are throttled."""
+    store = make_store(local_client)
+    lease = take(store, leases, lease_seconds=1.2)
+    reads = _ThrottledReads(local_client)
+    watch = _watch(store, lease, reads, time.monotonic)
+    end = time.monotonic() + 3.0
+    n = 0
+    while time.monotonic() < end:
+        reads.on = (n // 5) % 2 == 1  # every other 0.25 s, the reads fail
+        watch()
+        n += 1
+        time.sleep(0.05)
+    assert watch.lost is None

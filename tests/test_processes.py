@@ -283,3 +283,33 @@ def test_ctrl_c_stops_the_workers_keeps_their_positions_and_resumes(ddb_local, l
 
 
 IDEMPOTENT_STAMP = STAMP.replace('"n": item.get("n", 0) + 1, ', '"B": item["A"] * 2, ')
+
+
+def test_a_lease_confirmation_never_outlasts_the_lease(local_client):
+    """Workers may write for LEASE_WINDOW after each confirmation from the parent, but never past
+    the parent's own deadline: with a short lease near its end, the window shrinks to what is
+    left of it."""
+    import threading
+    import types
+
+    from dynamic import lock as locklib
+    from dynamic.backfill.processes import LEASE_WINDOW, _Relay
+    from dynamic.dynamo import describe_table
+    from dynamic.store import Store
+
+    store = Store(local_client, describe_table(local_client, create_table(local_client)))
+    now = [100.0]
+    lease = locklib.acquire(store, lease_seconds=0.6, clock=lambda: now[0])
+    lease.abandon()  # no renewal from here on: the fake clock alone decides what is left
+    try:
+        value = types.SimpleNamespace(value=0.0)
+        engine = types.SimpleNamespace(caller=types.SimpleNamespace(guard=lease.check), stop=threading.Event())
+        relay = _Relay(engine, value)
+        now[0] += 0.45  # 0.05 s left of the 0.5 s (5/6 of 0.6) this runner may write for
+        before = time.monotonic()
+        assert relay.confirm()
+        assert value.value - before <= 0.05 + 0.01 < LEASE_WINDOW
+        now[0] += 0.1  # past it: the relay says lost, and workers stop at once
+        assert not relay.confirm() and value.value == -1.0
+    finally:
+        lease.abandon()

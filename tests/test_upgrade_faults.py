@@ -123,6 +123,9 @@ def test_upgrade_head_through_faults_on_every_call(ddb_local, local_client, tmp_
         proxy.inject("*", throttle=0.05, error500=0.02, lost=0.02)
         for op in ("UpdateItem", "GetItem", "PutItem"):
             proxy.inject(op, throttle=0.1, error500=0.05, lost=0.1)
+        # an application's transaction holding an item: a plain write is refused for the moment
+        for op in ("UpdateItem", "DeleteItem"):
+            proxy.inject(op, throttle=0.1, error500=0.05, lost=0.1, conflict=0.05)
         # a transaction whose response is lost is retried with the same ClientRequestToken
         proxy.inject("TransactWriteItems", throttle=0.1, error500=0.1, lost=0.25)
         r = dyn(root, proxy.url, "upgrade", "head", "--json")
@@ -144,6 +147,8 @@ def test_upgrade_head_through_faults_on_every_call(ddb_local, local_client, tmp_
     ops = stats["operations"]
     for op in ("Scan", write, "TransactWriteItems", "UpdateItem", "GetItem"):
         assert sum(ops[op][f] for f in ("throttle", "error500", "lost")) > 0, (op, ops[op])
+    if write_mode == "item":
+        assert ops["UpdateItem"]["conflict"] > 0 and ops["DeleteItem"]["conflict"] > 0, ops
     assert ops["TransactWriteItems"]["lost"] > 0, ops["TransactWriteItems"]
     assert stats["transactions"]["checkpoint"]["calls"] >= 4  # flushes did happen under faults
 

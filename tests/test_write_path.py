@@ -245,3 +245,68 @@ def test_a_statement_dynamodb_rejects_names_the_item(local_client):
     assert {i["PK"] for i in plain_items(local_client, name) if "G" in i} == {
         f"k{i:02d}" for i in range(20)} - {"k07"}
     assert len(scan_all(local_client, name)) == 20
+
+
+# ---- what a condition cannot carry: whole-item reads and too many attributes ----------------------
+WHOLE = '''\
+"""count the attributes, by iterating the item"""
+from boto3.dynamodb.conditions import Attr
+
+revision = "{rev}"
+down_revision = {down}
+
+
+def upgrade(op):
+    op.backfill({update}, filter=Attr("Type").eq("Thing"))
+
+
+def downgrade(op):
+    pass
+'''
+
+
+def _whole_project(tmp_path, table, mode, *updates):
+    from test_upgrade_faults import project
+    revs, down = [], None
+    for i, update in enumerate(updates):
+        rev = f"a{i:07d}"
+        revs.append((f"{rev}_r", WHOLE.format(rev=rev, down=repr(down), update=update)))
+        down = rev
+    return project(tmp_path, table, *revs, write_mode=mode)
+
+
+@pytest.mark.parametrize("write_mode", MODES)
+def test_an_update_reading_the_whole_item_is_written_with_a_warning(ddb_local, local_client, tmp_path, write_mode):
+    """Iterating the item leaves the write's condition blind to attributes added after the scan:
+    the run says so, once per operation, and an update reading by name does not."""
+    from test_upgrade_faults import dyn
+    table = create_table(local_client)
+    put_items(local_client, table, [{"PK": f"U#{i}", "SK": "T", "Type": "Thing", "a": i} for i in range(3)])
+    root = _whole_project(tmp_path, table, write_mode, 'lambda item: {"n": len(item)}',
+                          'lambda item: {"b": item["a"] + 1}')
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, r.stderr
+    assert "update() read the whole item" in warnings[0] and "on 3 items" in warnings[0]
+    assert "by name" in warnings[0]
+    assert sorted(int(i["n"]["N"]) for i in scan_all(local_client, table) if "n" in i) == [4, 4, 4]
+
+
+@pytest.mark.parametrize("write_mode", MODES)
+def test_an_update_reading_too_many_attributes_for_one_condition_says_so(ddb_local, local_client, tmp_path,
+                                                                          write_mode):
+    """A condition holds at most 300 operators: an update that reads 160 attributes of an item
+    cannot be written safely, and the one line says why and what to do; nothing is written."""
+    from test_upgrade_faults import dyn
+    table = create_table(local_client)
+    wide = {"PK": "W", "SK": "T", "Type": "Thing", **{f"attr_{i:03d}": "v" for i in range(160)}}
+    put_items(local_client, table, [wide])
+    root = _whole_project(tmp_path, table, write_mode, 'lambda item: {"n": len(item)}')
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head")
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "PK='W'" in errors[0] and "at most 300 operators" in errors[0], errors[0]
+    assert "read only the attributes you use" in errors[0]
+    assert all("n" not in i for i in scan_all(local_client, table))

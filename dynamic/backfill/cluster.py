@@ -13,8 +13,9 @@ idempotent across crashes, as for any crash).
   does so for modules that are not importable, as revision modules are not) and scattered once.
 * **No writes without the lease.** A worker writes only while the run's lock is still this
   run's: it reads the version record every ``lease/6`` and stops when the owner token is
-  another's, or when the heartbeat (``rvn``) has not moved for ``2/3`` of a lease -- the
-  ``dyn`` process is gone -- well before anyone could take the lock over.
+  another's, or when the heartbeat (``rvn``) has not been seen to move for half a lease -- the
+  ``dyn`` process is gone -- so that its last write comes no later than the holder's own
+  deadline (5/6 of a lease), a sixth of a lease before anyone could take the lock over.
 """
 from __future__ import annotations
 
@@ -322,19 +323,30 @@ class _Failures:
 
 class LeaseWatch:
     """A worker's view of the run's lock: the guard called before every write. Reads the version
-    record at most every ``lease/6`` seconds (one read per worker process, shared by its threads)."""
+    record at most every ``lease/6`` seconds (one read per worker process, shared by its threads).
 
-    def __init__(self, lease: RemoteLease, client: Any, *, clock: Callable[[], float] = time.monotonic):
+    Writes stop once ``rvn`` (which the dyn process's heartbeat moves every lease/3) has not been
+    seen to move for ``lease/2``, counted from when this worker first saw its current value,
+    whether or not the reads since then succeeded. A value is seen at most ``lease/6`` after it
+    was written and the guard passes for at most ``lease/6`` after its last check, so no write is
+    let through later than 5/6 of a lease after the last renewal: the point where the holder
+    itself gives up, a sixth of a lease before any waiter may take over. A worker that has never
+    read the lock does not write."""
+
+    READ_TRIES = 4  # a throttled read of the version record is tried again, briefly
+
+    def __init__(self, lease: RemoteLease, client: Any, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.lease = lease
         self.client = client
         self.clock = clock
+        self.sleep = sleep
         self.every = max(0.05, lease.lease_seconds / 6)
-        self.still = lease.lease_seconds * 2 / 3  # rvn unchanged this long: the dyn process is gone
+        self.still = lease.lease_seconds / 2  # rvn seen unchanged this long: the dyn process is gone
         self.lost: str | None = None
         self._checked = -1e9
-        self._confirmed = clock()
         self._rvn: str | None = None
-        self._rvn_since = clock()
+        self._rvn_since: float | None = None  # when this worker first saw the current rvn
         self._lock = threading.Lock()
 
     def __call__(self) -> None:
@@ -349,27 +361,42 @@ class LeaseWatch:
         if self.lost:
             raise LeaseLost(self.lost)
 
+    def _read(self) -> tuple[dict | None, float]:
+        """The version record (None: unreadable), and the time just before the read that got it:
+        what it says held no earlier than then."""
+        delay = 0.05
+        for attempt in range(self.READ_TRIES):
+            sent = self.clock()
+            try:
+                return self.client.get_item(TableName=self.lease.table, Key=self.lease.version_key,
+                                            ConsistentRead=True,
+                                            ProjectionExpression="lock_owner, rvn").get("Item") or {}, sent
+            except Exception:  # noqa: BLE001 - throttled or unreachable: try again, then judge by age
+                if attempt + 1 < self.READ_TRIES:
+                    self.sleep(delay)
+                    delay *= 2
+        return None, self.clock()
+
     def _check(self, now: float) -> None:
-        self._checked = now
         name = self.lease.table
-        try:
-            item = self.client.get_item(TableName=name, Key=self.lease.version_key, ConsistentRead=True,
-                                        ProjectionExpression="lock_owner, rvn").get("Item") or {}
-        except Exception:  # noqa: BLE001 - cannot tell now: the last confirmation holds a while
-            if now - self._confirmed > self.still:
-                self.lost = (f"cannot read the lock of table {name} for {now - self._confirmed:.0f}s: this "
-                             "Dask worker stopped before writing")
+        item, now = self._read()
+        if item is None:
+            if self._rvn_since is None or now - self._rvn_since > self.still:
+                self.lost = (f"cannot read the lock of table {name}: this Dask worker stopped before "
+                             "writing, as it cannot tell whether the run still holds it")
+                return
+            self._checked = now
             return
         if item.get("lock_owner", {}).get("S") != self.lease.token:
             self.lost = (f"the lock of table {name} is no longer this run's (taken over or released): "
                          "this Dask worker stopped before writing")
             return
         rvn = item.get("rvn", {}).get("S")
-        if rvn != self._rvn:
+        if rvn != self._rvn or self._rvn_since is None:
             self._rvn, self._rvn_since = rvn, now
         elif now - self._rvn_since > self.still:
             self.lost = (f"the dyn process holding the lock of table {name} stopped renewing it: this "
                          "Dask worker stopped before writing")
             return
-        self._confirmed = now
+        self._checked = now
 

@@ -62,6 +62,7 @@ class MoveChange:
     is_move = True
     is_delete = False
     clash = False
+    whole = False  # a transform copies the whole item by nature: the docs say what that cannot see
 
     def __init__(self, delete: Change, new: dict, new_key: dict, tries: int = 0):
         self.delete = delete

@@ -24,12 +24,12 @@ class Change:
     ALL_OLD (not checked against the filter). ``tries`` counts the decisions made on this item.
     """
 
-    __slots__ = ("raw", "key", "sets", "removes", "present", "absent", "verified", "tries")
+    __slots__ = ("raw", "key", "sets", "removes", "present", "absent", "verified", "tries", "whole")
     clash = False  # see Clash
     is_move = False  # see moves.MoveChange
 
     def __init__(self, raw: Mapping, key: dict, sets: dict | None, removes: list, present: tuple,
-                 absent: tuple, verified: bool, tries: int = 0):
+                 absent: tuple, verified: bool, tries: int = 0, whole: bool = False):
         self.raw = raw
         self.key = key
         self.sets = sets
@@ -38,6 +38,7 @@ class Change:
         self.absent = absent
         self.verified = verified
         self.tries = tries
+        self.whole = whole  # user code read the whole item: its condition cannot cover added attributes
 
     @property
     def is_delete(self) -> bool:
@@ -134,7 +135,7 @@ class UpdatePlan:
         if not sets and not removes:
             return None
         present, absent = view.reads(self.key_set)
-        return Change(raw, key, sets, removes, present, absent, verified)
+        return Change(raw, key, sets, removes, present, absent, verified, whole=view.read_all)
 
 
 class DeletePlan:
@@ -156,4 +157,4 @@ class DeletePlan:
         if keep:
             return None
         present, absent = view.reads(self.key_set)
-        return Change(raw, key, None, [], present, absent, verified)
+        return Change(raw, key, None, [], present, absent, verified, whole=view.read_all)

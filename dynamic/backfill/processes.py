@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 RELAY_INTERVAL = 0.1  # seconds between two confirmations of the lease
-LEASE_WINDOW = 0.5  # a confirmation lets workers write for this long
+LEASE_WINDOW = 0.5  # a confirmation lets workers write for this long (never past the lease's end)
 STOP_GRACE = 30.0  # seconds a worker gets to finish its calls after a stop
 
 
@@ -167,7 +167,9 @@ class _Relay:
             self.error = e
             self.engine.stop.set()
             return False
-        self.value.value = time.monotonic() + LEASE_WINDOW
+        holder = getattr(self.engine.caller.guard, "__self__", None)  # the Lease, when guard is its check
+        left = holder.remaining() if callable(getattr(holder, "remaining", None)) else LEASE_WINDOW
+        self.value.value = time.monotonic() + min(LEASE_WINDOW, left)
         return True
 
     def _loop(self) -> None:

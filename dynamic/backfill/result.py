@@ -73,7 +73,7 @@ def key_text(entry: dict) -> str:
 
 COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched", "failed",
           "moved", "already_moved", "clashes")
-_NUMBERS = (*COUNTS, "rcu", "wcu")
+_NUMBERS = (*COUNTS, "rcu", "wcu", "whole_reads")  # whole_reads: not an item outcome (see BackfillResult)
 
 
 class Counts:
@@ -87,6 +87,7 @@ class Counts:
         for name in COUNTS:
             setattr(self, name, 0)
         self.rcu = self.wcu = 0.0
+        self.whole_reads = 0
         self.clash_keys: list = []
 
     def add(self, other: "Counts | dict") -> None:
@@ -131,6 +132,9 @@ class BackfillResult:
     new key and deleted (or found already there); ``clashes``: items a rename or move left as
     they were because their destination held something else, with the first ones in
     ``clash_keys``. ``rcu`` / ``wcu``: capacity units consumed, as DynamoDB reports them.
+    ``whole_reads``: planned writes whose ``update`` / ``where`` / ``transform`` read the whole
+    item (iterated it): their conditions cover the attributes the item had when scanned, not
+    one the application added since (no DynamoDB condition says "no other attribute").
 
     In a dry run the counts are what the run would do, ``rcu`` what its scan consumed (the
     real run's scan reads the same), ``wcu`` what its writes would consume (1 unit per started
@@ -161,6 +165,7 @@ class BackfillResult:
     scan_seconds: float | None = None  # dry run: how long the dry run itself took
     sampled_items: int | None = None  # dry run with a sample: the items the sample really read
     clash_keys: list[dict] = field(default_factory=list)
+    whole_reads: int = 0
 
     @classmethod
     def from_counts(cls, counts: Counts, **kw) -> "BackfillResult":
@@ -181,4 +186,6 @@ class BackfillResult:
             d["scan_seconds"] = round(self.scan_seconds, 3)
         if not self.clash_keys:
             del d["clash_keys"]
+        if not self.whole_reads:
+            del d["whole_reads"]
         return d

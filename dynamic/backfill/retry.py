@@ -21,14 +21,17 @@ from ..errors import AwsError
 from .ratelimit import Stopped, TokenBucket
 
 _RETRYABLE_EXC = (BotoConnectionError, HTTPClientError)
+# an application's transaction holds the item right now: a plain write is refused, not queued
+_RETRYABLE_CODES = frozenset({"TransactionConflictException"})
 BASE_DELAY = 0.025
 MAX_DELAY = 5.0
 
 
 def retryable(e: BaseException) -> bool:
-    """Throttling, a 5xx answer, or the connection failing (the request may or may not have landed)."""
+    """Throttling, an item held by a transaction, a 5xx answer, or the connection failing (the
+    request may or may not have landed)."""
     if isinstance(e, ClientError):
-        if error_code(e) in THROTTLE_CODES:
+        if error_code(e) in THROTTLE_CODES or error_code(e) in _RETRYABLE_CODES:
             return True
         return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
     return isinstance(e, _RETRYABLE_EXC)

@@ -189,6 +189,8 @@ class Worker:
             if ch.clash:
                 counts.clash(ch.key, ch.reason)
                 continue
+            if ch.whole:
+                counts.whole_reads += 1
             if dry_run:
                 if ch.is_delete:
                     counts.deleted += 1

@@ -19,6 +19,7 @@ out the statements that had landed.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from typing import Any, Callable, Mapping
@@ -41,6 +42,8 @@ _RETRY_STATEMENT = frozenset({
     "ProvisionedThroughputExceeded", "ThrottlingError", "RequestLimitExceeded", "InternalServerError",
     "TransactionConflict",
 })
+# a condition over DynamoDB's limits: the function read too many attributes for one condition
+_TOO_BIG = re.compile(r"too many operators|Expression size has exceeded", re.I)
 # per-item refusals: that item cannot be written as planned (the others can)
 _ITEM_REFUSED = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException"})
 
@@ -160,6 +163,10 @@ class WritePath:
                 code = error_code(e)
                 if code in _ITEM_REFUSED:  # e.g. a value of the wrong type for an index key
                     msg = e.response.get("Error", {}).get("Message", "") or code
+                    if _TOO_BIG.search(msg):
+                        msg += (f" (the write's condition compares the {len(ch.present) + len(ch.absent)} "
+                                "attributes the function read; DynamoDB allows at most 300 operators and 4 KB "
+                                "in a condition: read only the attributes you use, by name)")
                     verb = "delete" if ch.is_delete else "update"
                     failure = UpdateFailed(f"DynamoDB rejected the {verb} of item {key_text(ch.key)}: {msg}",
                                            ch.key, e)

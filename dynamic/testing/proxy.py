@@ -12,6 +12,8 @@ Faults, chosen per request by operation (the ``X-Amz-Target`` header):
 
 * ``throttle``: answer 400 ``ProvisionedThroughputExceededException`` without forwarding;
 * ``error500``: answer 500 ``InternalServerError`` without forwarding;
+* ``conflict``: answer 400 ``TransactionConflictException`` without forwarding (what a plain
+  write meets while an application's transaction holds the item);
 * ``lost``: forward the request (so it applies), read the reply, then close the connection
   without answering -- the client sees a dropped connection and retries the same request.
 
@@ -42,12 +44,14 @@ from urllib.parse import urlsplit
 
 __all__ = ["FaultProxy", "FAULTS"]
 
-FAULTS = ("throttle", "error500", "lost")
+FAULTS = ("throttle", "error500", "lost", "conflict")
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te"})
 _BODIES = {
     "throttle": (400, "ProvisionedThroughputExceededException",
                  "The level of configured provisioned throughput for the table was exceeded (injected)"),
     "error500": (500, "InternalServerError", "Internal server error (injected)"),
+    "conflict": (400, "TransactionConflictException",
+                 "Transaction is ongoing for the item (injected)"),
 }
 
 
@@ -171,12 +175,14 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def inject(self, operation: str, *, throttle: float = 0.0, error500: float = 0.0, lost: float = 0.0) -> "FaultProxy":
+    def inject(self, operation: str, *, throttle: float = 0.0, error500: float = 0.0, lost: float = 0.0,
+               conflict: float = 0.0) -> "FaultProxy":
         """Fault rates (0..1) for one operation (``"UpdateItem"``, ``"Scan"``, ... or ``"*"``)."""
-        if throttle + error500 + lost > 1:
+        if throttle + error500 + lost + conflict > 1:
             raise ValueError("fault rates add up to more than 1")
         with self._lock:
-            self._rates[operation] = {"throttle": throttle, "error500": error500, "lost": lost}
+            self._rates[operation] = {"throttle": throttle, "error500": error500, "lost": lost,
+                                      "conflict": conflict}
         return self
 
     def clear(self) -> None:
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=3600.0, help="stop by itself after this many seconds")
     p.add_argument("--fault", action="append", default=[], metavar="OP:KIND=RATE",
-                   help="e.g. UpdateItem:lost=0.1 or *:throttle=0.05 (KIND: throttle, error500, lost)")
+                   help="e.g. UpdateItem:lost=0.1 or *:throttle=0.05 (KIND: throttle, error500, lost, conflict)")
     p.add_argument("--stats", metavar="PATH", help="on exit, write request/fault counts as JSON here")
     args = p.parse_args(argv)
     proxy = FaultProxy(args.upstream, latency=args.latency_ms / 1000, seed=args.seed, port=args.port,
