@@ -111,6 +111,9 @@ class Project:
     def runner(self, *, dry_run: bool = False, lock_timeout: float | None = None,
                sample: float | None = None) -> Runner:
         c = self.config
+        if lock_timeout is not None and (isinstance(lock_timeout, bool) or not lock_timeout >= 0):
+            raise UsageError(f"--lock-timeout is how many seconds to wait for the lock: give 0 or more, "
+                             f"got {lock_timeout}")
         errors_file = Path(c.errors_file)
         options = RunOptions(
             dry_run=dry_run,
@@ -209,6 +212,11 @@ def merge(project: Project, revisions: Sequence[str], message: str, *, rev_id: s
                 parents.append(x)
     if len(parents) < 2:
         raise UsageError(f"a merge needs at least two revisions to join, got {', '.join(parents) or 'none'}")
+    for p in parents:
+        below = [q for q in parents if q != p and p in graph.closure((q,))]
+        if below:
+            raise UsageError(f"{p} is already below {below[0]}: a merge joins revisions on separate branches "
+                             "(`dyn heads` lists the ones to join)")
     return project.scripts.generate(message, down_revision=tuple(parents), rev_id=rev_id)
 
 

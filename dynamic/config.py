@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -211,6 +212,11 @@ def load_config(
     return cfg
 
 
+def _is_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def _validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
     """Values in range, or one line naming the key, where it came from and what to give."""
     sources = sources or {}
@@ -250,6 +256,11 @@ def _validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
                   "the processes)")
     if cfg.dask_scheduler is not None and not cfg.dask_scheduler.strip():
         raise bad("dask_scheduler", "is empty: give the scheduler's address, e.g. tcp://10.0.0.5:8786")
+    if not str(cfg.meta_pk).strip():
+        raise bad("meta_pk", "is empty: it names the partition of dyn's own records; leave it unset for the "
+                             "default \"_dyn\"")
+    if cfg.endpoint_url and not _is_url(cfg.endpoint_url):
+        raise bad("endpoint_url", f"must be a URL such as http://localhost:8000, got {cfg.endpoint_url!r}")
     if cfg.checkpoint_interval <= 0:
         raise bad("checkpoint_interval", f"must be positive (seconds), got {cfg.checkpoint_interval}")
     if cfg.table is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", cfg.table):

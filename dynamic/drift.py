@@ -317,7 +317,7 @@ def declared_schema(scripts: Any, revisions: Iterable[str], client: Any, table_d
                     f"revision {rid} ({script.revision.path}): its upgrade calls {e} with a boto3 client of "
                     "its own, and the drift check replays upgrades touching nothing: make that call "
                     "through op.client (the replay answers it) or an op.* operation") from None
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 what = e.message if isinstance(e, DynError) else f"{type(e).__name__}: {e}"
                 raise MigrationError(
                     f"revision {rid} ({script.revision.path}): its upgrade raised {what} when the drift "

@@ -21,7 +21,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from .errors import AwsError, TableError
+from .errors import AwsError, TableError, UsageError
 
 THROTTLE_CODES = frozenset(
     {
@@ -81,6 +81,9 @@ def make_client(
             raise AwsError(
                 "no AWS region configured: set AWS_REGION, `region` in dyn.toml, or pass --region"
             ) from None
+        except ValueError as e:  # botocore: "Invalid endpoint: ..." (e.g. from AWS_ENDPOINT_URL_DYNAMODB)
+            raise UsageError(f"{e}: give a URL such as http://localhost:8000 (--endpoint-url, endpoint_url in "
+                             "dyn.toml, or AWS_ENDPOINT_URL_DYNAMODB)") from None
 
 
 _sessions: dict[tuple, Any] = {}
@@ -235,8 +238,8 @@ def translate(e: BaseException, table_name: str, client: Any) -> AwsError:
         )
     if isinstance(e, (EndpointConnectionError, ConnectTimeoutError)):
         return AwsError(
-            f"cannot reach DynamoDB at {where}: check the endpoint (--endpoint-url, "
-            "AWS_ENDPOINT_URL_DYNAMODB) and the region (--region, AWS_REGION), and that the server is running"
+            f"cannot reach DynamoDB at {where}: check the endpoint (--endpoint-url, endpoint_url in dyn.toml, "
+            "AWS_ENDPOINT_URL_DYNAMODB) and the region (--region, region, AWS_REGION), and that the server is running"
         )
     code = error_code(e)
     if code in ("AccessDeniedException", "UnrecognizedClientException"):

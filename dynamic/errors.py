@@ -121,6 +121,7 @@ class Irreversible(DynError):
     """
 
     def __init__(self, reason: str = "declared irreversible"):
+        reason = reason if isinstance(reason, str) and reason else str(reason or "declared irreversible")
         super().__init__(reason)
         self.reason = reason
 

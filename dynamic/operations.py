@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from . import backfill as engine
 from .backfill import values as engine_values
@@ -393,8 +393,8 @@ class Operations:
             return True
         if info.billing_mode == "PROVISIONED":
             create["ProvisionedThroughput"] = throughput or info.provisioned
-        self._writing()
         self._update_table(
+            "create_gsi",
             AttributeDefinitions=index.attribute_definitions(),
             GlobalSecondaryIndexUpdates=[{"Create": create}],
         )
@@ -415,8 +415,7 @@ class Operations:
             self.table = _replace(self.table, gsis={k: v for k, v in self.table.gsis.items() if k != name})
             self.records.append(OpRecord("delete_gsi", f"{name} (would delete)"))
             return True
-        self._writing()
-        self._update_table(GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": name}}])
+        self._update_table("delete_gsi", GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": name}}])
         self._log(f"deleting index {name} on {self.table_name}")
         if wait:
             self._wait(lambda d: not any(g["IndexName"] == name for g in d.get("GlobalSecondaryIndexes", [])),
@@ -439,11 +438,10 @@ class Operations:
         if self.settings.dry_run:
             self.records.append(OpRecord("update_ttl", f"{attribute} (would turn {'on' if enabled else 'off'})"))
             return True
-        self._writing()
-        self._client.update_time_to_live(
+        self._schema_write("update_ttl", lambda: self._client.update_time_to_live(
             TableName=self.table_name,
             TimeToLiveSpecification={"Enabled": enabled, "AttributeName": attribute},
-        )
+        ))
         self.records.append(OpRecord("update_ttl", f"{attribute} {'on' if enabled else 'off'}"))
         return True
 
@@ -457,20 +455,40 @@ class Operations:
         if self.settings.dry_run:
             self.records.append(OpRecord("update_table", f"{sorted(kwargs)} (would update)"))
             return {}
-        self._writing()
-        r = self._update_table(**kwargs)
+        r = self._update_table("update_table", **kwargs)
         self._wait(_table_ready, "the table to become ACTIVE")
         self.records.append(OpRecord("update_table", ", ".join(sorted(kwargs))))
         return r
 
-    def _update_table(self, **kwargs: Any) -> dict:
+    def _update_table(self, what: str, **kwargs: Any) -> dict:
         # one change at a time: DynamoDB refuses an UpdateTable while another is in progress
         self._wait(_table_ready, "the table to become ACTIVE")
         try:
-            return self._client.update_table(TableName=self.table_name, **kwargs)
+            return self._schema_write(what, lambda: self._client.update_table(TableName=self.table_name, **kwargs))
         except ClientError as e:
             msg = e.response.get("Error", {}).get("Message", str(e))
             raise DynError(f"UpdateTable on {self.table_name} failed: {error_code(e)}: {msg}") from None
+
+    def _schema_write(self, what: str, call: Callable[[], Any]) -> Any:
+        """One schema change. Arguments refused (by botocore's checks, or DynamoDB's
+        ValidationException) are the revision's mistake, and nothing was changed: one line, and
+        the step does not count as touched; anything else may have applied."""
+        self._guard()
+        try:
+            result = call()
+        except ParamValidationError as e:
+            raise UsageError(f"op.{what}: {' '.join(str(e).split())}") from None
+        except ClientError as e:
+            if error_code(e) == "ValidationException":
+                msg = e.response.get("Error", {}).get("Message", "") or str(e)
+                raise UsageError(f"op.{what}: DynamoDB refused it: {msg}") from None
+            self.touched = True
+            raise
+        except BaseException:
+            self.touched = True
+            raise
+        self.touched = True
+        return result
 
     def _wait(self, ready: Callable[[dict], bool], what: str) -> None:
         deadline = time.monotonic() + self.settings.wait_timeout

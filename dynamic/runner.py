@@ -284,6 +284,10 @@ class RunResult:
         return d
 
 
+class RevisionExited(Exception):
+    """A revision's ``upgrade``/``downgrade`` called ``sys.exit()``: a failure like any other."""
+
+
 def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list[str]:
     """Applied revisions whose file changed, or vanished, since they ran."""
     out = []
@@ -410,7 +414,7 @@ def irreversible_how(script: Any) -> tuple[str, str] | None:
         return "op.irreversible()", e.reason
     except NotImplementedError as e:
         return "NotImplementedError", str(e) or "its downgrade() raises NotImplementedError"
-    except Exception:
+    except (Exception, SystemExit):  # the real run meets it, and says so
         return None
     return None
 
@@ -616,7 +620,12 @@ class Runner:
     def _call(self, step: Step, op: Operations) -> None:
         script = self.scripts.get(step.revision.revision)
         fn = script.module.upgrade if step.direction == "up" else script.module.downgrade
-        fn(op)
+        try:
+            fn(op)
+        except SystemExit as e:  # would end dyn with its code (0: "success") half-way through a step
+            raise RevisionExited(f"the revision called sys.exit({e.code!r}); raise an exception to fail "
+                                 "a step") from None
+
 
     def _title(self, step: Step, dry_run: bool = False, resumed: bool = False) -> str:
         verb = {"up": "upgrading", "down": "reverting"}.get(step.direction, step.direction)

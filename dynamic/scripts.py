@@ -88,7 +88,7 @@ def load_script(path: Path, display: str | None = None) -> Script:
     module.__file__ = str(path)
     try:
         exec(code, module.__dict__)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit() in a revision file must not end dyn quietly
         line = "?"
         for frame in reversed(traceback.extract_tb(e.__traceback__)):
             if frame.filename == str(path):
@@ -98,7 +98,9 @@ def load_script(path: Path, display: str | None = None) -> Script:
             f"{display}:{line}: revision file failed to import: {type(e).__name__}: {e}"
         ) from e
     rev = getattr(module, "revision", None)
-    if not isinstance(rev, str) or not rev:
+    if rev is not None and not isinstance(rev, str):
+        raise ScriptError(f"{display}: revision = {rev!r} must be a string: write `revision = \"{rev}\"`")
+    if not rev:
         raise ScriptError(f"{display}: missing `revision = \"<id>\"` at module level")
     if not _REV_ID.match(rev):
         raise ScriptError(

@@ -374,7 +374,10 @@ class Store:
         newer, incompatible dyn (its format is newer than this dyn's FORMAT_VERSION)."""
         import dynamic
 
-        if not record.exists or not record.format:
+        if not record.exists:
+            self._check_meta_partition_free()
+            return
+        if not record.format:
             return
         ours = dynamic.FORMAT_VERSION
         try:
@@ -386,6 +389,28 @@ class Store:
                 f"table {self.table.name} was written by dyn format {record.format} "
                 f"(dyn {record.dyn_version or '?'}); this dyn ({dynamic.__version__}) understands "
                 f"format {ours}: upgrade dyn")
+
+    def _check_meta_partition_free(self) -> None:
+        """Before dyn's first record: dyn's data operations skip the whole ``meta_pk`` partition,
+        so an application item there would be left out of every migration, without a word."""
+        if not self.layout.has_sort_key:
+            return  # id-only tables: dyn's records are "<meta_pk>#..." ids, not a partition
+        try:
+            items = self.client.query(TableName=self.table.name, Limit=100,
+                                      KeyConditionExpression="#pk = :pk",
+                                      ExpressionAttributeNames={"#pk": self.layout.pk_name},
+                                      ExpressionAttributeValues={":pk": self.layout.meta_av}).get("Items", [])
+        except Exception as e:
+            raise self._aws(e) from None
+        # dyn's own records (history, checkpoints: a version record deleted by hand) are not the application's
+        found = [i for i in items if not i.get(self.layout.sk_name, {}).get("S", "").startswith(
+            ("history#", "checkpoint#", "version"))]
+        if found:
+            sk = found[0].get(self.layout.sk_name, {})
+            raise TableError(
+                f"meta_pk {self.layout.meta_pk!s} names a partition of table {self.table.name} that holds the "
+                f"application's items (sort key {next(iter(sk.values()), '?')!s} among them), and dyn's "
+                "migrations skip that whole partition: set meta_pk to a value no item uses (default \"_dyn\")")
 
     # ---- the version record ---------------------------------------------------------------
     def ensure_record(self) -> bool:

@@ -192,3 +192,19 @@ def test_debug_shows_traceback(project):
     write_rev(project, "aaaa1", body="x = (")
     r = dyn("--debug", "heads")
     assert r.exit_code == 1 and "Traceback" in r.stderr
+
+
+def test_a_revision_id_that_is_not_a_string_is_named(project):
+    write_rev(project, 5)
+    line = one_error_line(dyn("heads"))
+    assert "revision = 5 must be a string" in line and 'revision = "5"' in line, line
+
+
+def test_a_merge_of_a_revision_and_its_own_descendant_is_refused(project):
+    write_rev(project, "aaaa1")
+    write_rev(project, "bbbb2", "aaaa1")
+    write_rev(project, "cccc3", "bbbb2")
+    line = one_error_line(dyn("merge", "-m", "m", "aaaa1", "cccc3"), code=2)
+    assert "aaaa1 is already below cccc3" in line and "`dyn heads`" in line, line
+    assert len(list((project / "migrations" / "versions").glob("*.py"))) == 3  # nothing written
+    assert [h["revision"] for h in json.loads(dyn("heads", "--json").stdout)] == ["cccc3"]

@@ -240,7 +240,7 @@ def test_unreachable_endpoint(tmp_path, args):
     r = p.dyn(*args, check=False)
     assert time.monotonic() - started < 8
     assert r.exit_code == 1 and "cannot reach" in r.stderr and "127.0.0.1:9" in r.stderr
-    assert "check the endpoint (--endpoint-url, AWS_ENDPOINT_URL_DYNAMODB) and the region" in r.stderr
+    assert "check the endpoint (--endpoint-url, endpoint_url in dyn.toml, AWS_ENDPOINT_URL_DYNAMODB) and the region" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

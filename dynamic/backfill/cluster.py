@@ -215,7 +215,7 @@ def preflight(address: str) -> None:
         found = asyncio.run(versions())
     except Exception as e:  # noqa: BLE001 - something answered there, but not a scheduler
         failed = DynError(f"{address} answers, but not as a Dask scheduler ({type(e).__name__}: {e}): check "
-                          "--dask-scheduler / DYN_DASK_SCHEDULER (the scheduler's address, port 8786 by default)")
+                          "--dask-scheduler / DYN_DASK_SCHEDULER / dask_scheduler (the scheduler's address, port 8786 by default)")
     if failed is not None:
         with warnings.catch_warnings():  # the half-started client's __del__ complains as it goes
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -233,7 +233,7 @@ def preflight(address: str) -> None:
 
 def _unreachable(address: str, e: BaseException) -> DynError:
     return DynError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}): check "
-                    "--dask-scheduler / DYN_DASK_SCHEDULER and that the scheduler runs")
+                    "--dask-scheduler / DYN_DASK_SCHEDULER / dask_scheduler and that the scheduler runs")
 
 
 def _probe(address: str) -> None:
@@ -243,8 +243,9 @@ def _probe(address: str) -> None:
     if not m:
         if "://" in address:
             return  # tls://, ucx://...: left to distributed
-        raise UsageError(f"--dask-scheduler {address!r} is not an address: give host:port or "
-                         "tcp://host:port (e.g. tcp://10.0.0.5:8786)")
+        raise UsageError(f"the Dask scheduler address {address!r} (--dask-scheduler, DYN_DASK_SCHEDULER or "
+                         "dask_scheduler in dyn.toml) is not an address: give host:port or tcp://host:port "
+                         "(e.g. tcp://10.0.0.5:8786)")
     try:
         socket.create_connection((m.group(1), int(m.group(2))), timeout=PROBE_TIMEOUT).close()
     except Exception as e:  # noqa: BLE001 - refused, unreachable, no route, no name
