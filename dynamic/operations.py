@@ -74,6 +74,9 @@ class OpRecord:
         if self.prior:
             counts = add_counts(self.counts, self.prior)
             counts["cost_usd"] = cost_usd(counts.get("rcu", 0), counts.get("wcu", 0), *prices)
+            # the earlier runs' time is not known (segments run side by side): items over this
+            # run's seconds would overstate the rate
+            counts.pop("seconds", None)
             d["counts"] = counts
         return d
 

@@ -191,6 +191,9 @@ def test_kill_9_mid_backfill_then_upgrade_resumes_from_the_table(ddb_local, loca
     total = history["counts"]
     assert history["resumed"] and counts["updated"] < total["updated"] <= n
     assert total["updated"] >= n - (2 * interval * max_wcu + workers * 25), (total, counts)
+    # no rate made of both runs' items over this run's seconds (the killed run's time is unknown)
+    text = dyn(root, ddb_local.endpoint_url, "history", "--applied").stdout
+    assert "f2000001" in text and "items/s" not in text, text
 
 
 def test_a_small_table_gets_one_segment_and_one_checkpoint_write(ddb_local, local_client, tmp_path):
