@@ -122,18 +122,26 @@ class WritePath:
             resent = bool(tries) and tries[0] > 1
             estimate = 0.0
             throttled = False
+            failed = []
             for ch, r in zip(batch, resp.get("Responses", ())):
                 err = r.get("Error")
-                if not err:
-                    estimate += ch.units(self.indexes)
-                    if ch.is_delete:
-                        counts.deleted += 1
-                    else:
-                        counts.updated += 1
+                if err:
+                    failed.append((ch, err))
                     continue
+                estimate += ch.units(self.indexes)
+                if ch.is_delete:
+                    counts.deleted += 1
+                else:
+                    counts.updated += 1
+            # a failed condition costs a unit too; what landed is counted before a failure below
+            # may stop the run
+            estimate += sum(1.0 for _, err in failed if err.get("Code") == "ConditionalCheckFailed")
+            units = consumed(resp, estimate)
+            counts.wcu += units
+            self.caller.charge(units, write=True)
+            for ch, err in failed:
                 code = err.get("Code", "")
                 if code == "ConditionalCheckFailed":
-                    estimate += 1.0
                     nxt = self._settle(ch, err.get("Item"), counts, resent)
                     if nxt is not None:
                         queue.append(nxt)
@@ -147,9 +155,6 @@ class WritePath:
                                    f"{key_text(ch.key)}: {code}: {err.get('Message', '')}")
             if not throttled and not waiting:
                 attempt = 0
-            units = consumed(resp, estimate)
-            counts.wcu += units
-            self.caller.charge(units, write=True)
 
     # ---- UpdateItem / DeleteItem ------------------------------------------------------------------
     def _one(self, ch: Change | None, counts: Counts) -> None:
