@@ -457,13 +457,13 @@ def test_a_dask_worker_keeps_writing_while_the_heartbeat_moves(local_client, lea
     """A live holder renews every lease/3: the worker never takes that for a dead one, even when
     some of its reads are throttled."""
     store = make_store(local_client)
-    lease = take(store, leases, lease_seconds=1.2)
+    lease = take(store, leases, lease_seconds=3)  # renewed every 1 s; seen unmoved for 1.5 s: gone
     reads = _ThrottledReads(local_client)
     watch = _watch(store, lease, reads, time.monotonic)
-    end = time.monotonic() + 3.0
+    end = time.monotonic() + 4.0
     n = 0
     while time.monotonic() < end:
-        reads.on = (n // 5) % 2 == 1  # every other 0.25 s, the reads fail
+        reads.on = (n // 2) % 2 == 1  # every other 0.1 s, the reads fail
         watch()
         n += 1
         time.sleep(0.05)
