@@ -558,8 +558,9 @@ def check(ctx: typer.Context,
           drift: bool = typer.Option(False, "--drift", help="Also compare the table's indexes, TTL and "
                                      "settings with what the applied revisions declare (exit 7 when they differ)."),
           json_: bool = JsonOpt) -> None:
-    """Exit 0 when the table is at head, 3 when revisions are pending (the CI gate); with
-    --drift, 7 when its indexes, TTL or settings differ from what its revisions declare."""
+    """Exit 0 when the table is at head, 3 when revisions are pending (the CI gate), 4 while a
+    live runner is applying a step, 5 when one was left in progress; with --drift, 7 when its
+    indexes, TTL or settings differ from what its revisions declare."""
     try:
         d = commands.check(_project(ctx), drift=drift)
     except Drifted as e:

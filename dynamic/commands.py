@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 from . import dynamo
 from . import lock as locklib
 from .config import CONFIG_FILE, Config
-from .errors import (ChecksumMismatch, DirtyState, Drifted, MultipleHeads, NotAtHead, ProtectedTable, TableError,
-                     UsageError)
+from .errors import (ChecksumMismatch, DirtyState, Drifted, MultipleHeads, NotAtHead, ProtectedTable, StepRunning,
+                     TableError, UsageError)
 from .graph import Revision
 from .operations import OpSettings
 from .progress import Reporter
@@ -251,20 +251,37 @@ def _described(project: Project, rev: Revision, current: tuple[str, ...] | None)
 def heads(project: Project) -> list[dict]:
     """The heads of the revision graph; ``is_current`` / ``applied`` when the table is reachable."""
     g = project.graph
-    current = _try_current(project)
+    current = _shown_current(project)
     return [_described(project, g.get(h), current) for h in g.heads]
 
 
 def branches(project: Project) -> list[dict]:
     """Branch points and the revisions that start each branch."""
     g = project.graph
-    current = _try_current(project)
+    current = _shown_current(project)
     out = []
     for bp in sorted(g.branch_points):
         d = _described(project, g.get(bp), current)
         d["children"] = list(g.children(bp))
         out.append(d)
     return out
+
+
+def _shown_current(project: Project) -> tuple[str, ...] | None:
+    """The table's heads for a listing that works from the files alone (history, heads,
+    branches, show): those in the files; any other is named in a warning, not an error, so the
+    listing still shows the revisions a `dyn stamp` could record."""
+    current = _try_current(project)
+    if current is None:
+        return None
+    missing = project.graph.unknown(current)
+    if missing:
+        names = ", ".join(f"'{m}'" for m in missing)
+        project.log(f"warning: table {project.config.table} records {names}, which "
+                    f"{'is' if len(missing) == 1 else 'are'} not in the versions directory: restore "
+                    f"{'its file' if len(missing) == 1 else 'their files'}, or record the revision the "
+                    "table is really at with `dyn stamp REV`")
+    return tuple(h for h in current if h not in missing)
 
 
 def _try_current(project: Project) -> tuple[str, ...] | None:
@@ -293,8 +310,10 @@ def history(project: Project, rev_range: str | None = None, *, verbose: bool = F
         if ":" not in rev_range:
             raise UsageError(f"history range {rev_range!r} must look like START:END (e.g. base:heads)")
         start, end = (x or None for x in rev_range.split(":", 1))
-    current = _try_current(project) if with_current else None
     relative = [x for x in (start, end) if x and project.graph.is_relative(x)]
+    # a relative bound counts from the table's heads: they must all be known (else the error
+    # names `dyn stamp REV`); a listing from the files shows the known ones and warns
+    current = (_try_current(project) if relative else _shown_current(project)) if with_current else None
     if relative and current is None:
         table = project.config.table
         why = f"table {table} could not be read" if table else "no table is configured"
@@ -329,7 +348,7 @@ def show(project: Project, rev: str) -> dict:
         g.check_known(record.heads)
         current: tuple[str, ...] | None = tuple(record.heads)
     else:
-        current = _try_current(project)
+        current = _shown_current(project)
     rid = one_revision(g, rev, current or ())
     s = project.scripts.get(rid)
     d = _described(project, g.get(rid), current)
@@ -351,8 +370,10 @@ def current(project: Project, *, verbose: bool = False) -> dict:
         "table": project.table.name,
         "heads": [{"revision": h, "is_head": g.is_head(h), "doc": g.get(h).doc} for h in record.heads],
         "at_head": set(record.heads) == set(g.heads),
-        "dirty": {**record.dirty, "started": utc_z(record.dirty.get("started"))} if record.dirty else None,
-        "dirty_advice": (dirty_advice(g, record.heads, record.dirty, project.scripts.versions)
+        # "live": a runner holding the lock is applying the step now (not left in progress)
+        "dirty": {**record.dirty, "started": utc_z(record.dirty.get("started")),
+                  "live": locklib.holder_is_live(record.lock)} if record.dirty else None,
+        "dirty_advice": (dirty_advice(g, record.heads, record.dirty, project.scripts.versions, record.lock)
                          if record.dirty else None),
         "lock": _lock_dict(record.lock),
         "format": record.format,
@@ -485,6 +506,13 @@ def stamp(project: Project, target: str | None, *, purge: bool = False, dry_run:
     return runner.stamp(target, purge=purge)
 
 
+def _dirty_error(project: Project, record: Any) -> DirtyState | StepRunning:
+    """The error of a command that needs no step in progress: StepRunning (exit 4, retry later)
+    while a live runner holds the lock and is applying it, else DirtyState (exit 5)."""
+    message = dirty_message(project.graph, record.heads, record.dirty, project.scripts.versions, record.lock)
+    return (StepRunning if locklib.holder_is_live(record.lock) else DirtyState)(message)
+
+
 def _gate(project: Project):
     """What `dyn check` checks, in its order; returns the version record when all is well."""
     g = project.graph
@@ -499,7 +527,7 @@ def _gate(project: Project):
         raise ChecksumMismatch(f"{changed[0]}{more}: restore the file, or accept the change with "
                                "`dyn stamp --reset-checksum REV`")
     if record.dirty:
-        raise DirtyState(dirty_message(g, record.heads, record.dirty, project.scripts.versions))
+        raise _dirty_error(project, record)
     pending = g.upgrade_plan(record.heads, g.heads)
     if pending:
         names = ", ".join(s.revision.revision for s in pending)
@@ -509,7 +537,8 @@ def _gate(project: Project):
 
 
 def check(project: Project, *, drift: bool = False) -> dict:
-    """Raise NotAtHead (exit 3) when revisions are pending, DirtyState when a step is in progress.
+    """Raise NotAtHead (exit 3) when revisions are pending, DirtyState (exit 5) when a step was
+    left in progress, StepRunning (exit 4) while a live runner holding the lock applies one.
     With ``drift``, then also Drifted (exit 7) when the table's indexes, TTL or settings differ
     from what its applied revisions declare (see :func:`drift`)."""
     record = _gate(project)
@@ -562,7 +591,7 @@ def drift(project: Project) -> dict:
     project.store.check_format(record)
     project.graph.check_known(record.heads)
     if record.dirty:
-        raise DirtyState(dirty_message(project.graph, record.heads, record.dirty, project.scripts.versions))
+        raise _dirty_error(project, record)
     for w in checksum_warnings(project.scripts, record.checksums):
         project.log(f"warning: {w}")
     report = _drift_report(project, record)

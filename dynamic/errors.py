@@ -81,6 +81,13 @@ class LeaseLost(DynError):
     exit_code = EXIT_LOCKED
 
 
+class StepRunning(DynError):
+    """`dyn check`: a step is in progress and a live runner holds the lock: it is being
+    applied right now (retry later, as for a lock held past --lock-timeout)."""
+
+    exit_code = EXIT_LOCKED
+
+
 class DirtyState(DynError):
     """A step was left in progress and cannot be resumed automatically."""
 

@@ -315,17 +315,24 @@ class RevisionGraph:
 
     def check_known(self, heads: Iterable[str], where: str = "the table") -> None:
         unknown = [h for h in heads if h not in self.revisions]
+        # `dyn stamp REV` replaces the recorded heads, whatever they are (see Runner.stamp)
+        fix = ("or record the revision the table is really at with `dyn stamp REV` (a revision "
+               "`dyn history` lists, or base)")
         if len(unknown) == 1:
             raise GraphError(
                 f"{where} records revision '{unknown[0]}', which is not in the versions directory:"
-                " restore its file, or `dyn stamp` the table to a known revision"
+                f" restore its file, {fix}"
             )
         if unknown:
             names = ", ".join(f"'{u}'" for u in unknown)
             raise GraphError(
                 f"{where} records revisions {names}, which are not in the versions directory:"
-                " restore their files, or `dyn stamp` the table to a known revision"
+                f" restore their files, {fix}"
             )
+
+    def unknown(self, heads: Iterable[str]) -> tuple[str, ...]:
+        """The revisions of ``heads`` that are not in the versions directory."""
+        return tuple(h for h in heads if h not in self.revisions)
 
     # -- identifiers and targets -----------------------------------------------------------
 
@@ -506,10 +513,14 @@ class RevisionGraph:
         try:
             return self.resolve_id(name)
         except UnknownRevision:
-            known = f" (labels: {_ids(sorted(self._labels))})" if self._labels else ""
-            raise UnknownRevision(
-                f"unknown branch label or revision '{name}'{known}: run `dyn branches` to list them"
-            ) from None
+            # `dyn history` shows each label next to its revision (`dyn branches` shows forks only)
+            if self._labels:
+                known = f" (labels: {_ids(sorted(self._labels))})"
+                where = "`dyn history` lists the revisions with their labels"
+            else:
+                known = " (no revision declares a branch label)"
+                where = "name a revision instead; `dyn history` lists them"
+            raise UnknownRevision(f"unknown branch label or revision '{name}'{known}: {where}") from None
 
     def _branch_members(self, root: str) -> tuple[set[str], str]:
         """A branch is its named revision, all its descendants, and its ancestors down to the

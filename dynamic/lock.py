@@ -340,6 +340,14 @@ class Lease:
             # already failing: the lock then expires with its lease; keep the original error
 
 
+def holder_is_live(holder: LockInfo | None) -> bool:
+    """Whether a lock's holder looks alive: its lease not expired by the wall clock and its
+    process not provably gone from this machine. For wording only (``dyn check`` / ``dyn
+    current`` say a step is being applied now rather than left in progress): it compares the
+    holder's clock with ours, which takeover decisions never do."""
+    return holder is not None and holder.expires > _wall() and not holder_is_gone(holder)
+
+
 def read_lock(store: Store) -> LockInfo | None:
     """Who holds the lock (``dyn lock``), or None."""
     return parse_lock(store.read_raw())

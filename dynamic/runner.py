@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shlex
 import socket
 import threading
 import time
@@ -330,8 +331,19 @@ def resume_command(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping)
     return f"dyn downgrade {best[1]}" if best else None
 
 
-def dirty_advice(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, versions: Any = "") -> str:
-    """What to do about a step left in progress, naming commands that work from this state."""
+def running_now(lock: Any) -> str:
+    """What to say of a step in progress while a live runner holds the lock: it is applying it
+    now, so no resume or stamp advice (either would wait for the lock, or undo its work)."""
+    return (f"being applied now by the runner holding the lock ({lock.host}/{lock.pid}, since {lock.since}): "
+            "wait for it to finish; `dyn lock` shows the holder")
+
+
+def dirty_advice(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, versions: Any = "",
+                 lock: Any = None) -> str:
+    """What to do about a step left in progress, naming commands that work from this state;
+    ``lock``: the version record's lock, when a live holder may be applying the step now."""
+    if locklib.holder_is_live(lock):
+        return running_now(lock)
     rev, direction = dirty.get("revision"), dirty.get("direction")
     stamp = f"`dyn stamp {heads[0] if heads else 'base'}`" if len(heads) <= 1 else None
     cmd = resume_command(graph, heads, dirty)
@@ -349,8 +361,12 @@ def dirty_advice(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, v
     return out
 
 
-def dirty_message(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, versions: Any = "") -> str:
-    """The one line about a step left in progress, for every command that meets one."""
+def dirty_message(graph: RevisionGraph, heads: tuple[str, ...], dirty: Mapping, versions: Any = "",
+                  lock: Any = None) -> str:
+    """The one line about a step left in progress, for every command that meets one; with the
+    version record's ``lock`` held by a live runner, the line says that runner is applying it."""
+    if locklib.holder_is_live(lock):
+        return f"{dirty.get('direction')} of revision {dirty.get('revision')} is {running_now(lock)}"
     return (f"{dirty.get('direction')} of revision {dirty.get('revision')} was left in progress by "
             f"{dirty.get('who', '?')} at {utc_z(dirty.get('started', '?'))}: "
             f"{dirty_advice(graph, heads, dirty, versions)}")
@@ -585,7 +601,7 @@ class Runner:
                 return [s] + steps[:i] + steps[i + 1:]
         raise DirtyState(dirty_message(self.graph, record.heads, dirty, self.scripts.versions))
 
-    def _operations(self, step: Step, lease: Any, dry_run: bool) -> Operations:
+    def _operations(self, step: Step, lease: Any, dry_run: bool, budget: ErrorBudget | None = None) -> Operations:
         rev, direction = step.revision.revision, step.direction
         settings = self.options.settings
         changes: dict = {}
@@ -596,7 +612,7 @@ class Runner:
                                                   lease.token, lease.lease_seconds)
         if changes:
             settings = replace(settings, **changes)
-        budget = self._budget(step, dry_run)
+        budget = self._budget(step, dry_run) if budget is None else budget
         # failures of the step's earlier runs (kept with their checkpoints) count against it too
         carry = lambda prior: budget.carry(prior.get("failed", 0))  # noqa: E731
         return Operations(
@@ -665,7 +681,8 @@ class Runner:
         dirty = {"revision": rev, "direction": direction, "started": started, "who": who(), "pid": os.getpid()}
         if not resumed:
             self.store.begin_step(lease.token, dirty)
-        op = self._operations(step, lease, False)
+        budget = self._budget(step, False)
+        op = self._operations(step, lease, False, budget)
         try:
             self._call(step, op)
         except BaseException as e:
@@ -673,7 +690,7 @@ class Runner:
             # leave the table marked in progress
             clean = (not resumed and not op.touched and not isinstance(e, LeaseLost)
                      and self._clear_mark(lease))
-            failure = self._failure(step, e, clean, dirty)
+            failure = self._failure(step, e, clean, dirty, budget)
             self.report.step_stopped()
             if failure is e:
                 raise
@@ -712,15 +729,27 @@ class Runner:
         except Exception:
             return False
 
-    def _failure(self, step: Step, e: BaseException, clean: bool, dirty: dict) -> BaseException:
+    def _failure(self, step: Step, e: BaseException, clean: bool, dirty: dict,
+                 budget: ErrorBudget | None = None) -> BaseException:
         """The error a step's exception becomes: what happened, and what the table is left with
         (unchanged, or the step in progress and the command that resumes it)."""
         rev, direction = step.revision.revision, step.direction
         path = self.scripts.get(rev).revision.path
         if isinstance(e, (LeaseLost, DirtyState)):
             return e
+        resume = resume_command(self.graph, step.heads_before, dirty)
         if clean:
             left = f"it wrote nothing: the table is unchanged, still at {_heads_text(step.heads_before)}"
+        elif budget is not None and budget.spent and resume and isinstance(e, Exception):
+            # the plain resume command would stop at the next failing item again (its budget
+            # counts the failures met so far): name one whose budget goes past them
+            n = budget.resume_limit()
+            more = f"{resume} --max-errors {n}" + (f" --errors-file {shlex.quote(budget.where)}"
+                                                   if budget.where else "")
+            left = (f"it is left in progress: `{more}` resumes it, skipping up to {n} failing items in all "
+                    f"(or fix the revision, then `{resume}` resumes it)")
+            msg = e.message if isinstance(e, DynError) else f"{type(e).__name__}: {e}"
+            return MigrationError(f"revision {rev} {direction}grade stopped: {msg}; {left}")
         else:
             left = (f"it is left in progress: "
                     f"{dirty_advice(self.graph, step.heads_before, dirty, self.scripts.versions)}")
@@ -759,9 +788,13 @@ class Runner:
         t0 = time.monotonic()
         record = self.store.read()
         self.store.check_format(record)
-        if not purge:
-            self.graph.check_known(record.heads)
         heads = () if purge else record.heads
+        if self.graph.unknown(heads) and not self.graph.is_relative(target) and "@" not in target:
+            # a plain target replaces the recorded heads whatever they are: the way out when the
+            # table records a revision whose file is gone (only relative and NAME@ targets,
+            # which count from the recorded heads, need them known)
+            heads = ()
+        self.graph.check_known(heads)
         t = self.graph.resolve_target(target, heads)
         resolved = self.graph.stamp_heads(heads, t.revisions, branch=t.branch)  # NAME@: that branch only
         if self.options.dry_run:

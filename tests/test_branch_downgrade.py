@@ -167,7 +167,7 @@ BAD = {
                      "cannot go feature_b@-5 from 'fb01fb01': only 1 revision below it (-2 is base)"),
     "unknown label": (("downgrade", "nope@base"),
                       "unknown branch label or revision 'nope' (labels: feature_a, feature_b):"
-                      " run `dyn branches` to list them"),
+                      " `dyn history` lists the revisions with their labels"),
     "base+99": (("upgrade", "feature_b@base+99"), "cannot go feature_b@base+99 from 'base': only 3 revisions above it"),
     "base+99 at a fork": (("upgrade", "base+99"),
                           "cannot go base+99 from 'base': 'a000aaaa' is a branch point (fa01fa01, fb01fb01):"

@@ -574,6 +574,7 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     s.dyn("check")
     next(s.versions.glob("bbbb02_*.py")).unlink()
     s.dyn("current", code=1)
+    s.dyn("history")  # from the files, the missing revision in a warning
     local_client.update_item(TableName=s.table, Key={"PK": {"S": "_dyn"}, "SK": {"S": "version"}},
                              UpdateExpression="SET #f = :f", ExpressionAttributeNames={"#f": "format"},
                              ExpressionAttributeValues={":f": {"S": "99"}})
@@ -588,6 +589,13 @@ def test_troubleshooting_quotes_real_messages(tmp_path, ddb_local, local_client)
     s.dyn("upgrade", "head", code=1)
     s.dyn("current")
     s.dyn("check", code=5)
+    # while a live runner holds the lock (this process, here), it is applying the step now
+    live = locklib.acquire(commands.Project(load(cwd=s.root), client=local_client).store, lease_seconds=30, timeout=5)
+    try:
+        s.dyn("current")
+        s.dyn("check", code=4)
+    finally:
+        live.release()
     s.dyn("downgrade", "base", code=5)
     f = next(s.versions.glob("cccc02_*.py"))
     f.unlink()  # its file gone: the message says so

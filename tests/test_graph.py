@@ -225,7 +225,8 @@ def test_check_known():
     msg = raises(GraphError, G.check_known, ["a", "zz"])
     assert msg == (
         "the table records revision 'zz', which is not in the versions directory: "
-        "restore its file, or `dyn stamp` the table to a known revision"
+        "restore its file, or record the revision the table is really at with `dyn stamp REV` (a revision "
+        "`dyn history` lists, or base)"
     )
     msg = raises(GraphError, G.check_known, ["x", "y"], where="table 'prod'")
     assert msg.startswith("table 'prod' records revisions 'x', 'y'")

@@ -137,8 +137,10 @@ def test_one_failure_too_many_stops_the_step_and_it_resumes(local_client, ddb_lo
     r = p.dyn("upgrade", "head", "--max-errors", "3", check=False)
     lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert r.exit_code == 1 and len(lines) == 1, r.stderr
-    assert "3 item(s) had already failed" in lines[0] and "the most max_errors = 3 allows" in lines[0] and "resume with --max-errors above 3" in lines[0]
-    assert "left in progress" in lines[0] and "`dyn upgrade me000001` resumes it" in lines[0]
+    assert "3 item(s) had already failed" in lines[0] and "the most max_errors = 3 allows" in lines[0]
+    assert "left in progress" in lines[0] and (
+        f"`dyn upgrade me000001 --max-errors 6 --errors-file {p.root / 'dyn-errors.jsonl'}` resumes it" in lines[0])
+    assert "fix the revision, then `dyn upgrade me000001` resumes it" in lines[0]
     first = [line["key"]["PK"] for line in errors_file(p)]
     assert len(first) == 3 and set(first) < failing
     assert p.json("current")["dirty"]["revision"] == "me000001"
@@ -203,6 +205,8 @@ def test_error_budget():
                                            r"the most max_errors = 2 allows"):
         ops.record(key, first)
     assert seen == [(key, "backfill f")] * 2
+    # the resume the runner names goes past every failure met (the stopping one included)
+    assert budget.spent and budget.resume_limit() == 4
     carried = ErrorBudget(3)
     carried.carry(3)  # an earlier run of the step spent it
     with pytest.raises(UpdateFailed):

@@ -204,7 +204,9 @@ def test_install_as_the_readme_says(tmp_path):
                         "cd empty && dyn --version && dyn init migrations --table Tbl && dyn history",
                         "python -c 'import dynamic, sys; print(dynamic.__file__)'"])
     (tmp_path / "app" / "empty").mkdir()
-    r = subprocess.run(["bash", "-ec", script], cwd=tmp_path / "app", env=user_env(), capture_output=True,
+    # no PYTHONPATH either (a worktree's test run sets one): it would put a checkout before the wheel
+    env = {k: v for k, v in user_env().items() if k != "PYTHONPATH"}
+    r = subprocess.run(["bash", "-ec", script], cwd=tmp_path / "app", env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "dyn 0.1.0" in r.stdout and (tmp_path / "app" / "empty" / "migrations" / "revision.py.j2").is_file()

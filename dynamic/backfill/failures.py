@@ -31,6 +31,7 @@ class ErrorBudget:
         self.sink = sink
         self.where = where
         self.count = 0  # failures recorded, by this run and (``carry``) by earlier runs of the step
+        self.spent = False  # a failure past the budget stopped the step (the runner's resume advice says so)
         self._lock = threading.Lock()
 
     def carry(self, n: int) -> None:
@@ -52,14 +53,20 @@ class ErrorBudget:
         """The budget as one data operation sees it: its failures are labelled ``op``."""
         return OpErrors(self, op)
 
+    def resume_limit(self) -> int:
+        """The budget a resumed run of the step needs to go on past every failure met so far
+        (the one that stopped it included, as a resumed run meets those after the last
+        checkpoint again), with as much room again: twice the budget that ran out."""
+        return max(2 * self.limit, self.count + 1)
+
     def _over(self, error: UpdateFailed) -> UpdateFailed:
         if self.limit == 0:
             return error
+        self.spent = True
         where = f" (listed in {self.where})" if self.where else ""
-        keep = f" and --errors-file {self.where}" if self.where else ""
+        # what to run then is the runner's to say (it knows the command that resumes the step)
         e = UpdateFailed(f"{error.message}; {self.count} item(s) had already failed{where}, the most "
-                         f"max_errors = {self.limit} allows (fix the revision, or resume with --max-errors above "
-                         f"{self.limit}{keep})", error.key, error.original)
+                         f"max_errors = {self.limit} allows", error.key, error.original)
         e.__cause__ = error.__cause__
         return e
 
