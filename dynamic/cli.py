@@ -403,7 +403,8 @@ def _render_dry_run(r) -> None:
             for sample in c.get("samples", []):
                 typer.echo(f"    {_sample_line(sample)}")
             if "scanned" in c or "would_put" in c:
-                rows.append((s.revision[:12], f"{o['op']} {o['detail']}".strip(), c))
+                mark = "*" if s.before_earlier_steps and "scanned" in c else ""
+                rows.append((s.revision[:12] + mark, f"{o['op']} {o['detail']}".strip(), c))
                 if c.get("sample"):
                     sampled.add(c["sample"])
     if rows:
@@ -425,15 +426,16 @@ def _render_dry_run(r) -> None:
         for row in table:
             typer.echo("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
                                  for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-        failed = int(t.get("failed", 0))
-        if failed:
-            typer.echo(f"{failed:,} item(s) would fail (update/where raised, or returned something unusable): a "
-                       f"real run stops at the first one unless --max-errors lets it skip that many and go on")
+        if any(s.before_earlier_steps for s in r.steps):
+            typer.echo("* estimated on the table as it is now: the earlier steps of this run would write first, "
+                       "and a dry run cannot apply their writes")
+        for line in r.failure_lines():
+            typer.echo(line)
     typer.echo(r.line())
 
 
 def _dry_cells(c: dict) -> tuple[str, ...]:
-    writes = int(c.get("updated", 0)) + int(c.get("would_put", 0))
+    writes = int(c.get("updated", 0)) + int(c.get("would_put", 0)) + int(c.get("moved", 0))  # a move: a write
     return (f"{int(c.get('scanned', 0)):,}", f"{int(c.get('matched', 0)):,}", f"{writes:,}",
             f"{int(c.get('deleted', 0)):,}", _units(c.get("rcu", 0)), _units(c.get("wcu", 0)),
             _usd(c.get("cost_usd", 0)), _human_seconds(c.get("seconds", 0)))

@@ -233,6 +233,14 @@ class StepResult:
     counts: dict
     resumed: bool = False
     dry_run: bool = False
+    # dry run: an earlier step of the same dry run would write, and a dry run cannot apply that
+    # first, so this step's figures are of the table as it is now
+    before_earlier_steps: bool = False
+
+    @property
+    def would_write(self) -> bool:
+        """Whether the step writes items (a dry run: would): the steps after it read them."""
+        return any(_n(self.counts.get(k)) for k in ("updated", "deleted", "moved", "put", "would_put"))
 
     def line(self) -> str:
         """The step's one line: what it did, how many, how fast."""
@@ -253,7 +261,10 @@ class RunResult:
     seconds: float
     warnings: list[str]
     cleared: dict | None = None  # stamp: the step in progress whose mark it removed
-    errors_file: str | None = None  # where this run recorded the items it skipped, if any
+    # where this run recorded the items it skipped, if any (a dry run with a budget: where a real
+    # run would; it writes no file)
+    errors_file: str | None = None
+    max_errors: int = 0  # the error budget per step (a dry run says what a real run would do with it)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -269,6 +280,36 @@ class RunResult:
         if self.dry_run:
             return f"dry run: {verb} {what}; nothing was written"
         return f"{verb} {what} in {self.seconds:.1f}s; heads now {', '.join(self.heads_after) or 'base'}"
+
+    def failure_lines(self) -> list[str]:
+        """A dry run's word on the items that would fail: what a real run does with them under
+        its ``max_errors`` budget, and for the steps evaluated before the earlier steps' writes,
+        that the count is of the table as it is now (the real run changes it first)."""
+        now = [s for s in self.steps if not s.before_earlier_steps and _failed(s)]
+        later = [s for s in self.steps if s.before_earlier_steps and _failed(s)]
+        why = "(update/where raised, or returned something unusable)"
+        out = []
+        if now:
+            n = sum(_failed(s) for s in now)
+            over = [s for s in now if _failed(s) > self.max_errors]
+            if not self.max_errors:
+                out.append(f"{n:,} item(s) would fail {why}: a real run stops at the first one unless "
+                           "--max-errors lets it skip that many and go on")
+            elif over:
+                where = ", ".join(f"{s.revision} ({_failed(s):,})" for s in over)
+                out.append(f"{n:,} item(s) would fail {why}: more than the --max-errors budget of "
+                           f"{self.max_errors:,} per step in {where}, so a real run would stop that step at its "
+                           f"{_ordinal(self.max_errors + 1)} failure")
+            else:
+                out.append(f"{n:,} item(s) would fail {why}: within the --max-errors budget of "
+                           f"{self.max_errors:,} per step, a real run would skip them, list them in "
+                           f"{self.errors_file or 'the errors file'} and go on")
+        if later:
+            n = sum(_failed(s) for s in later)
+            where = ", ".join(s.revision for s in later)
+            out.append(f"{n:,} item(s) would fail in {where} on the table as it is now; the earlier steps "
+                       "of this run change it first, so this is not a prediction that the real run fails")
+        return out
 
     @property
     def totals(self) -> dict:
@@ -287,6 +328,16 @@ class RunResult:
 
 class RevisionExited(Exception):
     """A revision's ``upgrade``/``downgrade`` called ``sys.exit()``: a failure like any other."""
+
+
+def _failed(step: StepResult) -> int:
+    return int(step.counts.get("failed", 0))
+
+
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 21st ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n:,}{suffix}"
 
 
 def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list[str]:
@@ -534,10 +585,14 @@ class Runner:
         if (steps or record.dirty) and not self.options.dry_run and self.options.max_errors:
             self._errors_file().check()
         if self.options.dry_run:
-            results = [self._dry_step(s) for s in steps]
+            dry: list[StepResult] = []
+            for s in steps:  # a dry run cannot apply an earlier step's writes: it says so
+                dry.append(self._dry_step(s, any(r.would_write for r in dry)))
+            budget = self.options.max_errors
             return RunResult(command, resolved.revisions, record.heads,
                              steps[-1].heads_after if steps else record.heads,
-                             results, True, time.monotonic() - t0, warnings)
+                             dry, True, time.monotonic() - t0, warnings, max_errors=budget,
+                             errors_file=str(self._errors_file().path) if budget else None)
         if not steps and not record.dirty:
             return RunResult(command, resolved.revisions, record.heads, record.heads, [], False,
                              time.monotonic() - t0, warnings)
@@ -649,7 +704,7 @@ class Runner:
             verb = f"resuming the {step.direction}grade of"
         return f"{'dry run: ' if dry_run else ''}{verb} {step.revision.revision} ({step.revision.doc})"
 
-    def _dry_step(self, step: Step) -> StepResult:
+    def _dry_step(self, step: Step, before_earlier_steps: bool = False) -> StepResult:
         t = time.monotonic()
         self.report.step_started(self._title(step, dry_run=True))
         op = self._operations(step, None, True)
@@ -666,9 +721,10 @@ class Runner:
             raise MigrationError(
                 f"revision {step.revision.revision} {step.direction}grade failed in dry run: "
                 f"{type(e).__name__}: {e}") from e
+        scans = any("scanned" in r.counts for r in op.records)  # its figures depend on the table's items
         result = StepResult(step.revision.revision, step.direction, step.revision.doc,
                             time.monotonic() - t, [r.as_dict() for r in op.records], op.totals(),
-                            dry_run=True)
+                            dry_run=True, before_earlier_steps=before_earlier_steps and scans)
         self.report.step_finished(result.line())
         return result
 

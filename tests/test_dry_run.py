@@ -4,6 +4,7 @@ user's items only; bad options are refused before anything is read or written.""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -270,3 +271,154 @@ def test_write_cost_counts_the_index_entries_a_write_changes():
     assert write_cost(both, {**both, "n": {"N": "1"}}, idx) == 2 + 2  # byH projects n; byG does not
     assert write_cost(both, {**both, "G": {"S": "g2"}}, idx) == 2 + (1 + 1) + 2  # byG's key moved
     assert write_cost(both, None, idx) == 2 + 1 + 2  # a delete removes both entries
+
+
+MOVE = '''\
+"""users get new keys"""
+revision = "dr000003"
+down_revision = "dr000002"
+
+
+def to_new(item):
+    if item["PK"].startswith("NEW#"):
+        return None
+    return {**item, "PK": "NEW#" + item["PK"][4:]}
+
+
+def upgrade(op):
+    op.move_items(to_new)
+
+
+def downgrade(op):
+    pass
+'''
+
+
+def test_a_dry_run_of_moves_counts_them_as_writes_with_a_call_each(local_client, ddb_local, tmp_path):
+    """2,000 moves: the table counts them as writes, at 4 write units each (a transaction bills
+    the put and the delete twice), and expects a call per move: the estimate lands within a
+    factor of 3 of the real run (25 to a call, it said a fifth of it). The samples show the key
+    change, not the attributes carried over as they were."""
+    n = 2000
+    table = create_table(local_client)
+    put_items(local_client, table, [{"PK": f"OLD#{i:05d}", "SK": "S", "Type": "User", "N": i} for i in range(n)])
+    p = project(tmp_path, local_client, ddb_local.endpoint_url, table, ("dr000003_move", MOVE))
+    p.dyn("upgrade", "dr000002")
+
+    out = p.dyn("upgrade", "head", "--dry-run").stdout
+    lines = out.splitlines()
+    total = next(l for l in lines if l.startswith("total")).split()
+    assert total[1:5] == ["2,000", "2,000", "2,000", "0"], out  # scanned, matched, write, delete
+    samples = [l.strip() for l in lines if l.strip().startswith("{PK='OLD#")]
+    assert samples and all(re.fullmatch(r"\{PK='OLD#(\d+)', SK='S'\}: PK 'OLD#\1' -> 'NEW#\1'", l)
+                           for l in samples), samples  # not "Type 'User' -> 'User', N 7 -> 7"
+
+    est = the_op(p.json("upgrade", "head", "--dry-run"), "dr000003")
+    assert (est["moved"], est["wcu"]) == (n, 4 * n)
+    got = the_op(p.json("upgrade", "head"), "dr000003")
+    assert got["moved"] == n
+    assert got["seconds"] / 3 <= est["seconds"] <= got["seconds"] * 3, (est["seconds"], got["seconds"])
+
+
+FAILING = '''\
+"""a backfill that fails on five items"""
+revision = "dr000003"
+down_revision = "dr000002"
+
+
+def tag(item):
+    if int(item["N"]) % 10 == 0:
+        raise ValueError("bad item")
+    return {"Tag": "t"}
+
+
+def upgrade(op):
+    op.backfill(tag)
+
+
+def downgrade(op):
+    pass
+'''
+
+
+def test_a_dry_run_says_what_the_error_budget_does(local_client, ddb_local, tmp_path):
+    """5 failing items: with --max-errors 2 the dry run says the budget is exceeded and where the
+    real run stops (which it then does); with 10, that they would be skipped and listed."""
+    table = create_table(local_client)
+    put_items(local_client, table, [{"PK": f"U#{i:02d}", "SK": "S", "N": i} for i in range(50)])
+    p = project(tmp_path, local_client, ddb_local.endpoint_url, table, ("dr000003_tag", FAILING))
+
+    out = p.dyn("upgrade", "head", "--dry-run", "--max-errors", "2").stdout
+    assert ("5 item(s) would fail (update/where raised, or returned something unusable): more than the "
+            "--max-errors budget of 2 per step in dr000003 (5), so a real run would stop that step at its 3rd "
+            "failure") in out, out
+    assert "unless --max-errors" not in out
+
+    out = p.dyn("upgrade", "head", "--dry-run", "--max-errors", "10").stdout
+    assert ("5 item(s) would fail (update/where raised, or returned something unusable): within the "
+            f"--max-errors budget of 10 per step, a real run would skip them, list them in "
+            f"{p.root / 'dyn-errors.jsonl'} and go on") in out, out
+    assert not (p.root / "dyn-errors.jsonl").exists()
+
+    r = p.dyn("upgrade", "head", "--max-errors", "2", check=False)  # as the dry run said
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len((p.root / "dyn-errors.jsonl").read_text().splitlines()) == 2
+
+
+COPY_NAME = '''\
+"""A is the name"""
+revision = "dr000003"
+down_revision = "dr000002"
+
+
+def upgrade(op):
+    op.backfill(lambda item: {"A": item["Name"]})
+
+
+def downgrade(op):
+    pass
+'''
+
+LOWER_A = '''\
+"""B is A in lower case"""
+revision = "dr000004"
+down_revision = "dr000003"
+
+
+def upgrade(op):
+    op.backfill(lambda item: {"B": item["A"].lower()})
+
+
+def downgrade(op):
+    pass
+'''
+
+
+def test_a_later_step_is_marked_as_estimated_before_the_earlier_steps(local_client, ddb_local, tmp_path):
+    """C sets A, D reads it: the dry run cannot apply C's writes, so D's figures are of the table
+    as it is now. They are marked so (text and --json), and D's failures are not said to be the
+    real run's; the real run succeeds."""
+    n = 40
+    table = create_table(local_client)
+    put_items(local_client, table, [{"PK": f"U#{i:02d}", "SK": "S", "Name": f"Name{i}"} for i in range(n)])
+    p = project(tmp_path, local_client, ddb_local.endpoint_url, table, ("dr000003_a", COPY_NAME),
+                ("dr000004_b", LOWER_A))
+
+    dry = p.json("upgrade", "head", "--dry-run")
+    steps = {s["revision"]: s for s in dry["steps"]}
+    assert steps["dr000003"]["before_earlier_steps"] is False and steps["dr000003"]["counts"]["updated"] == n
+    assert steps["dr000004"]["before_earlier_steps"] is True and steps["dr000004"]["counts"]["failed"] == n
+    assert not steps["dr000001"]["before_earlier_steps"]  # no data operations
+
+    out = p.dyn("upgrade", "head", "--dry-run").stdout
+    lines = out.splitlines()
+    assert next(l for l in lines if l.startswith("dr000004")).split()[0] == "dr000004*", out
+    assert next(l for l in lines if l.startswith("dr000003")).split()[0] == "dr000003", out
+    assert ("* estimated on the table as it is now: the earlier steps of this run would write first, and a dry "
+            "run cannot apply their writes") in lines
+    assert ("40 item(s) would fail in dr000004 on the table as it is now; the earlier steps of this run change "
+            "it first, so this is not a prediction that the real run fails") in lines
+    assert "a real run stops at the first one" not in out
+
+    run = p.json("upgrade", "head")
+    assert the_op(run, "dr000004")["updated"] == n and the_op(run, "dr000004")["failed"] == 0

@@ -385,4 +385,5 @@ def test_a_dry_run_counts_and_shows_the_moves(local_client):
     assert (r.moved, r.scanned, r.wcu) == (40, 40, 40 * 4)  # estimated: a put and a delete, each billed twice in a transaction
     s = r.samples[0]
     assert s["before"]["PK"].startswith("OLD#") and s["after"]["PK"].startswith("GROUP#")
-    assert s["after"]["SK"] == f"THING#{int(s['before']['A']):04d}"
+    assert s["after"]["SK"] == f"THING#{int(s['before']['PK'][4:]):04d}" and s["before"]["SK"] == "THING"
+    assert set(s["before"]) == set(s["after"]) == {"PK", "SK"}  # what the move changes: Type, A, Tags carried over

@@ -71,7 +71,10 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
               total_segments=total_segments, page_size=int(page_size) if page_size else DEFAULT_PAGE_SIZE,
               write_mode=write_mode, dry_run=dry_run, label=label, max_retry_seconds=max_retry_seconds,
               origin=origin)
+    real_processes = 1  # how many processes the real run walks its segments in (the estimate of a move's time)
     if executor is None:
+        real_processes = default_processes(real_segments, workers) if processes is None else \
+            max(1, min(int(processes), real_segments))
         left = sum(1 for i in range(total_segments) if positions.get(i) != "done")
         n = default_processes(left, workers) if processes is None else min(int(processes), max(1, left))
         if n < 1:
@@ -90,7 +93,7 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
     if dry_run:
         result = extrapolate(result, scanned_segments=scanned, total_segments=total_segments,
                              real_segments=real_segments, workers=workers, page_size=job.page_size,
-                             write_mode=write_mode, max_wcu=max_wcu, max_rcu=max_rcu)
+                             write_mode=write_mode, max_wcu=max_wcu, max_rcu=max_rcu, processes=real_processes)
     return result
 
 

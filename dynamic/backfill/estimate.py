@@ -28,24 +28,30 @@ def sample_segments(segments: int, percent: float) -> tuple[int, list[int]]:
 
 def extrapolate(result: BackfillResult, *, scanned_segments: int, total_segments: int, real_segments: int,
                 workers: int, page_size: int, write_mode: str, max_wcu: float | None,
-                max_rcu: float | None) -> BackfillResult:
+                max_rcu: float | None, processes: int = 1) -> BackfillResult:
     """The real run's figures from a dry run that walked ``scanned_segments`` of
     ``total_segments``; ``seconds`` becomes the real run's expected duration.
 
     Duration: the dry run measured how long one of its calls took on one thread (a scan page
     and ``update``'s work on its items); the real run makes its scan calls (a page per
     ``page_size`` items, at least one per segment) and its writes (25 to a call, or one each
-    with ``write_mode = "item"``) on ``min(workers, real_segments)`` threads at once. A
-    ``max_wcu`` / ``max_rcu`` cap makes it last at least units / cap.
+    with ``write_mode = "item"``) on ``min(workers, real_segments)`` threads at once. A move
+    is a ``TransactWriteItems`` of its own: it takes as long as one of the dry run's Scan calls
+    took (measured on its thread, the round trip without the work on the items), on the
+    real run's ``processes`` times ``workers`` threads. A ``max_wcu`` / ``max_rcu`` cap makes
+    it last at least units / cap.
     """
     factor = total_segments / max(1, scanned_segments)
     scaled = {name: int(round(getattr(result, name) * factor)) for name in COUNTS}
     rcu, wcu = result.rcu * factor, result.wcu * factor
     page = max(1, page_size)
     per_call = result.seconds * min(workers, scanned_segments) / (result.scanned / page + scanned_segments)
-    writes = scaled["updated"] + scaled["deleted"]
-    calls = scaled["scanned"] / page + real_segments + (writes if write_mode == "item" else ceil(writes / BATCH))
+    batched = scaled["updated"] + scaled["deleted"]
+    calls = scaled["scanned"] / page + real_segments + (batched if write_mode == "item" else ceil(batched / BATCH))
     seconds = calls * per_call / max(1, min(workers, real_segments))
+    if scaled["moved"]:
+        call = result.page_seconds / result.pages if result.pages else per_call
+        seconds += scaled["moved"] * call / max(1, min(workers * max(1, processes), real_segments))
     if max_wcu:
         seconds = max(seconds, wcu / max_wcu)
     if max_rcu:

@@ -40,8 +40,8 @@ from .ratelimit import Stopped
 from .result import Counts, UpdateFailed
 from .retry import Caller, consumed, delay
 from .statements import Statements
-from .values import REMOVE, ItemView, av_equal, item_size, key_text, one_line, plain, same_item, serializer, \
-    write_cost, write_units
+from .values import REMOVE, ItemView, av_equal, deserializer, item_size, key_text, one_line, plain, same_item, \
+    serializer, write_cost, write_units
 
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
 # reasons of a cancelled transaction worth sending it again (with a new token) after a backoff
@@ -84,7 +84,18 @@ class MoveChange:
         return self.delete.verified
 
     def sample(self) -> dict:
-        return {"key": plain(self.key), "before": plain(self.raw), "after": plain(self.new)}
+        """Only what the move changes (the key, and the attributes it adds, changes or leaves
+        out): an attribute carried over as it was says nothing."""
+        names = [*self.delete.key, *sorted(n for n in {*self.raw, *self.new} if n not in self.delete.key)]
+        before, after = {}, {}
+        for n in names:
+            old, new = self.raw.get(n), self.new.get(n)
+            if old is not None and new is not None and av_equal(old, new):
+                continue
+            if old is not None:
+                before[n] = deserializer.deserialize(old)
+            after[n] = REMOVE if new is None else deserializer.deserialize(new)
+        return {"key": plain(self.key), "before": before, "after": after}
 
     def units(self, indexes: tuple = ()) -> float:
         """Write units of the move: a put and a delete in a transaction, which bills both twice."""

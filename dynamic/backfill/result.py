@@ -74,6 +74,9 @@ def key_text(entry: dict) -> str:
 COUNTS = ("scanned", "matched", "updated", "unchanged", "conflicts", "deleted", "gone", "unmatched", "failed",
           "moved", "already_moved", "clashes")
 _NUMBERS = (*COUNTS, "rcu", "wcu", "whole_reads")  # whole_reads: not an item outcome (see BackfillResult)
+# a dry run's measure of a call (see estimate.extrapolate): its Scan calls and the time they took,
+# summed over the threads; zero (and left out of as_dict, so out of checkpoints) in a real run
+TIMING = ("pages", "page_seconds")
 
 
 class Counts:
@@ -81,18 +84,20 @@ class Counts:
     ``clash_keys`` holds the first clashes' entries (key and reason), sent along with the
     numbers when another process or a Dask task reports."""
 
-    __slots__ = (*_NUMBERS, "clash_keys")
+    __slots__ = (*_NUMBERS, *TIMING, "clash_keys")
 
     def __init__(self) -> None:
         for name in COUNTS:
             setattr(self, name, 0)
         self.rcu = self.wcu = 0.0
+        self.pages = 0
+        self.page_seconds = 0.0
         self.whole_reads = 0
         self.clash_keys: list = []
 
     def add(self, other: "Counts | dict") -> None:
         get = other.get if isinstance(other, dict) else (lambda n, d=0: getattr(other, n))
-        for name in _NUMBERS:
+        for name in (*_NUMBERS, *TIMING):
             setattr(self, name, getattr(self, name) + get(name, 0))
         more = get("clash_keys", None)
         if more:
@@ -107,11 +112,12 @@ class Counts:
 
     def as_dict(self) -> dict:
         d = {name: getattr(self, name) for name in _NUMBERS}
+        d.update({name: getattr(self, name) for name in TIMING if getattr(self, name)})
         d["clash_keys"] = list(self.clash_keys)
         return d
 
     def minus(self, other: "Counts") -> dict:
-        d = {name: getattr(self, name) - getattr(other, name) for name in _NUMBERS}
+        d = {name: getattr(self, name) - getattr(other, name) for name in (*_NUMBERS, *TIMING)}
         d["clash_keys"] = self.clash_keys[len(other.clash_keys):]
         return d
 
@@ -166,6 +172,8 @@ class BackfillResult:
     sampled_items: int | None = None  # dry run with a sample: the items the sample really read
     clash_keys: list[dict] = field(default_factory=list)
     whole_reads: int = 0
+    pages: int = 0  # dry run: the Scan calls it made, and the seconds they took (summed over threads)
+    page_seconds: float = 0.0
 
     @classmethod
     def from_counts(cls, counts: Counts, **kw) -> "BackfillResult":
@@ -188,4 +196,6 @@ class BackfillResult:
             del d["clash_keys"]
         if not self.whole_reads:
             del d["whole_reads"]
+        for k in TIMING:  # what the estimate is made from, not a figure of the run
+            del d[k]
         return d

@@ -3,6 +3,7 @@ then the segment's new position -- until the segment ends."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -145,7 +146,11 @@ class Worker:
         while True:
             if stop.is_set():
                 raise Stopped()
+            started = time.perf_counter()
             page = self.caller.call(self.client.scan, kw, write=False)
+            if self.job.dry_run:  # how long a call takes here: the estimate's measure of a move's call
+                counts.pages += 1
+                counts.page_seconds += time.perf_counter() - started
             units = consumed(page, 0.5 * max(1, page.get("ScannedCount", 1)) / 8)
             counts.rcu += units
             self.caller.charge(units, write=False)
