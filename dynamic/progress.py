@@ -20,6 +20,9 @@ __all__ = ["Progress", "NullProgress", "PlainProgress", "RichProgress", "make_pr
 
 
 class Progress(Protocol):
+    """What the engine reports to. It also calls ``resume(scanned=, updated=)`` when the
+    reporter has one: an operation resumed after a crash, and what its earlier runs did."""
+
     def advance(self, *, scanned: int = 0, matched: int = 0, updated: int = 0) -> None:
         """Add to the counts (called from any thread)."""
         ...
@@ -33,6 +36,9 @@ class NullProgress:
     """Reports nothing."""
 
     def advance(self, *, scanned: int = 0, matched: int = 0, updated: int = 0) -> None:
+        pass
+
+    def resume(self, *, scanned: int = 0, updated: int = 0) -> None:
         pass
 
     def close(self) -> None:
@@ -53,6 +59,7 @@ class _Counts:
         self.verb = verb
         self.total = total if total and total > 0 else None
         self.scanned = self.matched = self.updated = 0
+        self.done_before = self.updated_before = 0  # a resumed operation: what earlier runs did
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.closed = False
@@ -63,11 +70,17 @@ class _Counts:
             self.matched += matched
             self.updated += updated
 
+    def resume(self, scanned: int, updated: int) -> None:
+        with self.lock:
+            self.done_before, self.updated_before = scanned, updated
+
     def line(self, final: bool = False) -> str:
         with self.lock:
-            scanned, updated, total = self.scanned, self.updated, self.total
+            rate_of = self.scanned
+            scanned, updated = self.scanned + self.done_before, self.updated + self.updated_before
+            total = self.total
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = scanned / elapsed
+        rate = rate_of / elapsed  # this run's pace: the earlier runs' items are not in its time
         parts = [f"{self.label}:"]
         if total and not final:
             pct = min(100.0, 100.0 * scanned / total)
@@ -114,6 +127,10 @@ class PlainProgress:
                     self._write(self._c.line())
             finally:
                 self._emit_lock.release()
+
+    def resume(self, *, scanned: int = 0, updated: int = 0) -> None:
+        """The operation resumes: earlier runs scanned and wrote this much of the table."""
+        self._c.resume(scanned, updated)
 
     def close(self) -> None:
         with self._emit_lock:
@@ -184,13 +201,18 @@ class RichProgress:
                 return
             c = self._c
             elapsed = max(time.monotonic() - c.started, 1e-9)
-            total = c.total
-            if total is not None and c.scanned > total:  # ItemCount was an underestimate
-                total = c.scanned
+            total, done = c.total, c.scanned + c.done_before
+            if total is not None and done > total:  # ItemCount was an underestimate
+                total = done
             self._bar.update(
-                self._task, completed=c.scanned, total=total, updated=c.updated,
+                self._task, completed=done, total=total, updated=c.updated + c.updated_before,
                 rate=f"{c.scanned / elapsed:,.0f}/s",
             )
+
+    def resume(self, *, scanned: int = 0, updated: int = 0) -> None:
+        """The operation resumes: the bar starts where the earlier runs left it."""
+        self._c.resume(scanned, updated)
+        self.advance()
 
     def close(self) -> None:
         with self._lock:
@@ -198,8 +220,9 @@ class RichProgress:
                 return
             self._c.closed = True
             c = self._c
-            self._bar.update(self._task, completed=c.scanned, total=max(c.scanned, 1) if c.total else None,
-                             updated=c.updated)
+            done = c.scanned + c.done_before
+            self._bar.update(self._task, completed=done, total=max(done, 1) if c.total else None,
+                             updated=c.updated + c.updated_before)
             self._bar.stop()
 
     @property

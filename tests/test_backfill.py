@@ -497,6 +497,36 @@ def test_engine_reports_progress(any_client):
     assert out.getvalue().startswith("bf: scanned 50, updated 50")
 
 
+def test_a_resumed_operation_shows_the_whole_table_and_its_own_pace(any_client):
+    """On resume the bar went from zero of the whole table ("scanned 8,753/~20,003 (44%)" with
+    11,000 left); it goes on from what the earlier runs did, its rate being this run's."""
+    out = io.StringIO()
+    p = PlainProgress("bf", 100, stream=out, interval=0)
+    p.resume(scanned=60, updated=40)
+    p.advance(scanned=20, updated=5)
+    assert "scanned 80/~100 (80%)" in out.getvalue() and "updated 45" in out.getvalue()
+
+    class Resumable(MemoryCheckpoints):  # as the table's checkpoints: the earlier runs' counts
+        def prior_totals(self):
+            return {"scanned": 30, "updated": 30}
+
+    name = create_table(any_client, sort_key=False)
+    put_items(any_client, name, [{"PK": f"k{i}"} for i in range(50)])
+    cp = Resumable()
+    cp.save({0: "done"}, 2)  # segment 0 of 2 was walked by an earlier run
+    seen = []
+
+    class Recording(PlainProgress):
+        def resume(self, *, scanned=0, updated=0):
+            seen.append((scanned, updated))
+            super().resume(scanned=scanned, updated=updated)
+
+    p = Recording("bf", 50, stream=io.StringIO(), interval=3600)
+    backfill(any_client, describe_table(any_client, name), lambda it: {"x": 1}, progress=p, checkpoints=cp)
+    assert seen == [(30, 30)]
+    assert p.counts["scanned"] < 50  # this run's own items: segment 1 only
+
+
 def test_token_bucket_holds_the_rate_across_threads():
     from dynamic.backfill import TokenBucket
 

@@ -54,6 +54,11 @@ def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter
         raise UsageError(f"workers must be at least 1, got {workers}")
     checkpoints = None if dry_run else checkpoints
     total, positions = checkpoints.load() if checkpoints is not None else (None, {})
+    resume = getattr(progress, "resume", None)
+    if total and resume is not None and hasattr(checkpoints, "prior_totals"):
+        before = checkpoints.prior_totals()  # the bar and its ETA go on from the earlier runs
+        resume(scanned=int(before.get("scanned", 0)),
+               updated=int(sum(before.get(k, 0) for k in ("updated", "deleted", "moved"))))
     if total:  # a resume keeps the segmentation its positions belong to
         total_segments = int(total)
         positions = {int(k): v for k, v in positions.items()}
