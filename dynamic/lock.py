@@ -1,7 +1,8 @@
 """Lease lock with fencing and heartbeat, kept on dyn's version record.
 
 The design of AWS's DynamoDB lock client: the holder writes a record version number (``rvn``)
-and renews it every lease/3 from a heartbeat thread. A waiter never compares clocks across
+and renews it every lease/3 (at most every ``HEARTBEAT_MAX`` seconds: workers that watch the
+lock see it move soon) from a heartbeat thread. A waiter never compares clocks across
 machines: it remembers the ``rvn`` it saw and when it first saw it *on its own monotonic
 clock*, and takes the lock over only if that ``rvn`` stayed unchanged for a whole lease (the
 holder's recorded one) — with a conditional write on that very ``rvn``, so a holder that
@@ -36,6 +37,7 @@ _wall = time.time  # wall clock: only for lock_since / lock_expires, which human
 
 # a holder considers its lease gone this long before a waiter could take it over
 _SAFETY = 1 / 6
+HEARTBEAT_MAX = 5.0  # seconds between two renewals at most, whatever the lease
 _REMOVE_LOCK = "REMOVE " + ", ".join(f"#{a}" for a in LOCK_ATTRS)
 
 
@@ -218,7 +220,7 @@ def _try_lock(store: Store, lease_seconds: float, host: str, pid: int, clock: Ca
 
 class Lease:
     """The lock, held: ``token`` fences every store write; a daemon thread renews it every
-    lease/3. ``check()`` raises LeaseLost once it is (or may be) lost. Use as a context manager
+    lease/3 (5 s at most). ``check()`` raises LeaseLost once it is (or may be) lost. Use as a context manager
     (releases on exit)."""
 
     def __init__(self, store: Store, info: LockInfo, *, clock: Callable[[], float] = time.monotonic,
@@ -270,7 +272,7 @@ class Lease:
 
     # ---- heartbeat ----------------------------------------------------------------------
     def _heartbeat(self) -> None:
-        interval = self.info.lease_seconds / 3
+        interval = min(self.info.lease_seconds / 3, HEARTBEAT_MAX)
         while not self._stop.wait(interval):
             if not self._renew():
                 return

@@ -404,67 +404,94 @@ class _ThrottledReads:
         return self.client.get_item(**kw)
 
 
-def _watch(store, lease, client, clock):
+def _watch(store, lease, client, clock, sleep=lambda s: None):
     from dynamic.backfill.cluster import LeaseWatch, RemoteLease
     remote = RemoteLease(store.table.name, store.layout.version_key(), lease.token, lease.info.lease_seconds)
-    return LeaseWatch(remote, client, clock=clock, sleep=lambda s: None)
+    return LeaseWatch(remote, client, clock=clock, sleep=sleep)
+
+
+class _Timeline:
+    """A fake clock whose sleeps let time pass, and the heartbeat of a holder whose process is
+    gone: its renewals (writes of a new rvn, as the heartbeat makes) happen at given times."""
+
+    def __init__(self, client, store, renewals=()):
+        self.now, self.client, self.store = 1000.0, client, store
+        self.renewals = sorted(renewals)
+        self.on_tick = lambda: None
+
+    def t(self) -> float:
+        return self.now - 1000
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        while self.renewals and self.renewals[0] <= self.t():
+            self.renewals.pop(0)
+            self.client.update_item(TableName=self.store.table.name, Key=self.store.layout.version_key(),
+                                    UpdateExpression="SET rvn = :r",
+                                    ExpressionAttributeValues={":r": {"S": f"r{self.t():.2f}"}})
+        self.on_tick()
 
 
 def test_a_dask_worker_whose_lock_reads_fail_stops_before_a_takeover(local_client, leases):
-    """The dyn process dies, and from then on the worker's reads of the lock are throttled: it
-    must stop writing before a waiting runner may take the lock over, not a while after."""
+    """The dyn process renews at t=0.5 and t=1 and dies; from t=1.5 the worker's reads of the
+    lock are throttled. Its last write must come well before a waiter may take over (a lease
+    after the last renewal), not a while after."""
     store = make_store(local_client)
-    now = [1000.0]
-    clock = lambda: now[0]  # noqa: E731
-    dead = take(store, leases, lease_seconds=6, clock=clock, sleep=lambda s: None)
+    line = _Timeline(local_client, store, renewals=[0.5, 1.0])
+    dead = take(store, leases, lease_seconds=6, clock=lambda: line.now, sleep=lambda s: None)
     dead.abandon()
     reads = _ThrottledReads(local_client)
-    watch = _watch(store, dead, reads, clock)
-    writes_under = []  # the lock owner at each moment the worker's guard let a write through
-
-    def tick():
-        reads.on = now[0] - 1000 >= 1.0
+    line.on_tick = lambda: setattr(reads, "on", line.t() >= 1.5)
+    watch = _watch(store, dead, reads, lambda: line.now, line.sleep)
+    passed = []  # the times the guard let a write through
+    while True:
         try:
             watch()
         except LeaseLost:
-            return False
-        writes_under.append(locklib.read_lock(store).owner)
-        return True
-
-    def wait(seconds):  # the next runner, waiting for the lock; the worker goes on meanwhile
-        for _ in range(round(seconds / 0.1)):
-            now[0] += 0.1
-            tick()
-
-    assert tick()
-    taker = take(store, leases, lease_seconds=6, clock=clock, sleep=wait, timeout=100)
-    while tick():
-        now[0] += 0.1
-    assert writes_under and set(writes_under) == {dead.token}, "a write got through under the new holder"
-    assert taker.token != dead.token
+            break
+        passed.append(line.t())
+        line.sleep(0.1)
+        assert line.t() < 30, "never stopped"
+    assert passed and passed[0] >= 0.5, passed  # it waited to see a renewal before its first write
+    assert max(passed) <= 1.0 + 6 * 2 / 3 + 0.01, max(passed)  # 2/3 of a lease after the last renewal
+    assert max(passed) < 1.0 + 6  # so before any takeover
 
 
-def test_a_dask_worker_that_never_read_the_lock_does_not_write(local_client, leases):
+def test_a_dask_worker_that_never_saw_the_heartbeat_move_does_not_write(local_client, leases):
+    """A worker that starts after the dyn process died reads a lock that looks held; it waits
+    for a renewal that never comes, and writes nothing. One whose reads all fail, the same."""
     store = make_store(local_client)
     lease = take(store, leases, lease_seconds=6)
-    reads = _ThrottledReads(local_client)
-    reads.on = True
-    with pytest.raises(LeaseLost, match="cannot read the lock"):
-        _watch(store, lease, reads, time.monotonic)()
+    lease.abandon()
+    for throttled, says in ((False, "stopped renewing it"), (True, "cannot read the lock")):
+        line = _Timeline(local_client, store)
+        reads = _ThrottledReads(local_client)
+        reads.on = throttled
+        with pytest.raises(LeaseLost, match=says):
+            _watch(store, lease, reads, lambda: line.now, line.sleep)()
+        assert line.t() >= 6  # it waited a whole lease for a renewal
 
 
 def test_a_dask_worker_keeps_writing_while_the_heartbeat_moves(local_client, leases):
     """A live holder renews every lease/3: the worker never takes that for a dead one, even when
-    some of its reads are throttled."""
+    some of its reads are throttled; it waits for the first renewal it sees, then writes on."""
+
+    class Flaky(_ThrottledReads):  # every other 0.1 s of the clock, the reads fail
+        @property
+        def on(self):
+            return int(time.monotonic() * 10) % 2 == 1
+
+        @on.setter
+        def on(self, value):
+            pass
+
     store = make_store(local_client)
-    lease = take(store, leases, lease_seconds=3)  # renewed every 1 s; seen unmoved for 1.5 s: gone
-    reads = _ThrottledReads(local_client)
-    watch = _watch(store, lease, reads, time.monotonic)
+    lease = take(store, leases, lease_seconds=3)  # renewed every 1 s
+    watch = _watch(store, lease, Flaky(local_client), time.monotonic, time.sleep)
     end = time.monotonic() + 4.0
-    n = 0
+    calls = 0
     while time.monotonic() < end:
-        reads.on = (n // 2) % 2 == 1  # every other 0.1 s, the reads fail
         watch()
-        n += 1
+        calls += 1
         time.sleep(0.05)
-    assert watch.lost is None
+    assert watch.lost is None and calls > 40

@@ -12,10 +12,10 @@ idempotent across crashes, as for any crash).
   job, with the revision's functions, closures and helpers, is pickled by value (cloudpickle
   does so for modules that are not importable, as revision modules are not) and scattered once.
 * **No writes without the lease.** A worker writes only while the run's lock is still this
-  run's: it reads the version record every ``lease/6`` and stops when the owner token is
-  another's, or when the heartbeat (``rvn``) has not been seen to move for half a lease -- the
-  ``dyn`` process is gone -- so that its last write comes no later than the holder's own
-  deadline (5/6 of a lease), a sixth of a lease before anyone could take the lock over.
+  run's: it reads the version record every ``lease/6``, stops when the owner token is
+  another's, and trusts only a heartbeat (``rvn``) it saw move -- waiting for the next one when
+  the last it saw is half a lease old -- so that its last write comes no later than 2/3 of a
+  lease after the last renewal, before anyone could take the lock over (see ``LeaseWatch``).
 """
 from __future__ import annotations
 
@@ -323,16 +323,18 @@ class _Failures:
 
 
 class LeaseWatch:
-    """A worker's view of the run's lock: the guard called before every write. Reads the version
-    record at most every ``lease/6`` seconds (one read per worker process, shared by its threads).
+    """A worker's view of the run's lock: the guard called before every write (one per worker
+    process, shared by its threads). It reads the version record at most every ``lease/6``.
 
-    Writes stop once ``rvn`` (which the dyn process's heartbeat moves every lease/3) has not been
-    seen to move for ``lease/2``, counted from when this worker first saw its current value,
-    whether or not the reads since then succeeded. A value is seen at most ``lease/6`` after it
-    was written and the guard passes for at most ``lease/6`` after its last check, so no write is
-    let through later than 5/6 of a lease after the last renewal: the point where the holder
-    itself gives up, a sixth of a lease before any waiter may take over. A worker that has never
-    read the lock does not write."""
+    The dyn process's heartbeat moves ``rvn`` every lease/3 (5 s at most). A worker cannot tell
+    how old an ``rvn`` is from reading it -- the dyn process may have died long before -- so it
+    dates a renewal from the read *before* the one that saw it (it was written in between) and
+    trusts only a renewal it saw happen: on its first read, or when the last one it saw is older
+    than ``lease/2`` (it was busy, or the reads failed), it stops writing and polls until it sees
+    the next one, and gives up after a whole lease without one. The guard passes for at most
+    ``lease/6`` after a check, so no write goes out later than 2/3 of a lease after the last
+    renewal: before the holder's own deadline (5/6) and a third of a lease before any waiter may
+    take the lock over (a whole lease of the same ``rvn``)."""
 
     READ_TRIES = 4  # a throttled read of the version record is tried again, briefly
 
@@ -343,11 +345,13 @@ class LeaseWatch:
         self.clock = clock
         self.sleep = sleep
         self.every = max(0.05, lease.lease_seconds / 6)
-        self.still = lease.lease_seconds / 2  # rvn seen unchanged this long: the dyn process is gone
+        self.still = lease.lease_seconds / 2  # the last renewal seen may be this old
+        self.poll = max(0.02, min(1.0, lease.lease_seconds / 30))  # while waiting for a renewal
         self.lost: str | None = None
         self._checked = -1e9
         self._rvn: str | None = None
-        self._rvn_since: float | None = None  # when this worker first saw the current rvn
+        self._read_at: float | None = None  # the last successful read
+        self._rvn_since: float | None = None  # the current rvn was written after this (None: unknown)
         self._lock = threading.Lock()
 
     def __call__(self) -> None:
@@ -358,7 +362,7 @@ class LeaseWatch:
         with self._lock:
             now = self.clock()
             if now - self._checked >= self.every:
-                self._check(now)
+                self._check()
         if self.lost:
             raise LeaseLost(self.lost)
 
@@ -378,26 +382,37 @@ class LeaseWatch:
                     delay *= 2
         return None, self.clock()
 
-    def _check(self, now: float) -> None:
-        name = self.lease.table
-        item, now = self._read()
+    def _look(self) -> bool | None:
+        """One read: True (seen, the renewal dated), None (unreadable) or False (lost)."""
+        item, sent = self._read()
         if item is None:
-            if self._rvn_since is None or now - self._rvn_since > self.still:
-                self.lost = (f"cannot read the lock of table {name}: this Dask worker stopped before "
-                             "writing, as it cannot tell whether the run still holds it")
-                return
-            self._checked = now
-            return
+            return None
         if item.get("lock_owner", {}).get("S") != self.lease.token:
-            self.lost = (f"the lock of table {name} is no longer this run's (taken over or released): "
-                         "this Dask worker stopped before writing")
-            return
+            self.lost = (f"the lock of table {self.lease.table} is no longer this run's (taken over or "
+                         "released): this Dask worker stopped before writing")
+            return False
         rvn = item.get("rvn", {}).get("S")
-        if rvn != self._rvn or self._rvn_since is None:
-            self._rvn, self._rvn_since = rvn, now
-        elif now - self._rvn_since > self.still:
-            self.lost = (f"the dyn process holding the lock of table {name} stopped renewing it: this "
-                         "Dask worker stopped before writing")
-            return
-        self._checked = now
+        if rvn != self._rvn:
+            # a renewal between our last read and this one; the first one seen cannot be dated
+            self._rvn_since = self._read_at if self._rvn is not None else None
+            self._rvn = rvn
+        self._read_at = sent
+        return True
+
+    def _fresh(self) -> bool:
+        return self._rvn_since is not None and self.clock() - self._rvn_since <= self.still
+
+    def _check(self) -> None:
+        seen = self._look()
+        deadline = self.clock() + self.lease.lease_seconds
+        while seen is not False and not self._fresh():
+            if self.clock() > deadline:
+                self.lost = (f"cannot read the lock of table {self.lease.table}" if seen is None else
+                             f"the dyn process holding the lock of table {self.lease.table} stopped "
+                             "renewing it") + ": this Dask worker stopped before writing"
+                return
+            self.sleep(self.poll)  # no write meanwhile: wait to see the heartbeat move
+            seen = self._look()
+        if seen is not False:
+            self._checked = self.clock()
 
