@@ -92,14 +92,14 @@ def _quiet_broken_pipe() -> None:
 _RELATIVE = re.compile(r"^[-+]\d+$")
 
 
-_FLAGS = frozenset({"--dry-run", "--yes", "-y", "--json", "--help", "-h"})
+_FLAGS = frozenset({"--dry-run", "--yes", "-y", "--json", "--help", "-h", "--purge"})
 
 
 def _relative_targets_last(args: list[str]) -> list[str]:
     """`dyn downgrade -1` would read -1 as an option: move such targets after a `--` (not the
     value of an option, as in `--max-errors -1`, which the option itself then refuses)."""
     for i, a in enumerate(args):
-        if a in ("upgrade", "downgrade", "show"):
+        if a in ("upgrade", "downgrade", "show", "stamp"):
             rest = args[i + 1:]
             if "--" in rest:
                 return args

@@ -213,7 +213,7 @@ def merge(project: Project, revisions: Sequence[str], message: str, *, rev_id: s
     if len(parents) < 2:
         raise UsageError(f"a merge needs at least two revisions to join, got {', '.join(parents) or 'none'}")
     for p in parents:
-        below = [q for q in parents if q != p and p in graph.closure((q,))]
+        below = [q for q in parents if q != p and p in graph.line_below(q)]
         if below:
             raise UsageError(f"{p} is already below {below[0]}: a merge joins revisions on separate branches "
                              "(`dyn heads` lists the ones to join)")
@@ -519,15 +519,18 @@ def _gate(project: Project):
     record = project.store.read()
     project.store.check_format(record)
     g.check_known(record.heads)
+    if record.dirty:  # first: the fix its advice asks for may well be an edit of an applied file
+        raise _dirty_error(project, record)
     changed = checksum_warnings(project.scripts, record.checksums)
     if changed:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         for w in changed[1:]:
             project.log(f"warning: {w}")
-        raise ChecksumMismatch(f"{changed[0]}{more}: restore the file, or accept the change with "
-                               "`dyn stamp --reset-checksum REV`")
-    if record.dirty:
-        raise _dirty_error(project, record)
+        rev = changed[0].split()[1]  # "revision <id> ..."
+        fix = ("restore the file, or accept the change with "
+               f"`dyn stamp --reset-checksum {rev}`" if rev in project.scripts.scripts else
+               "restore the file")
+        raise ChecksumMismatch(f"{changed[0]}{more}: {fix}")
     pending = g.upgrade_plan(record.heads, g.heads)
     if pending:
         names = ", ".join(s.revision.revision for s in pending)

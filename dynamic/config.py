@@ -213,8 +213,12 @@ def load_config(
 
 
 def _is_url(text: str) -> bool:
-    parts = urlsplit(text)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:  # "Invalid IPv6 URL", "Port out of range"
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:

@@ -16,6 +16,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    InvalidRegionError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
@@ -81,6 +82,8 @@ def make_client(
             raise AwsError(
                 "no AWS region configured: set AWS_REGION, `region` in dyn.toml, or pass --region"
             ) from None
+        except InvalidRegionError as e:
+            raise UsageError(f"{e} (--region, region in dyn.toml, or AWS_REGION)") from None
         except ValueError as e:  # botocore: "Invalid endpoint: ..." (e.g. from AWS_ENDPOINT_URL_DYNAMODB)
             raise UsageError(f"{e}: give a URL such as http://localhost:8000 (--endpoint-url, endpoint_url in "
                              "dyn.toml, or AWS_ENDPOINT_URL_DYNAMODB)") from None

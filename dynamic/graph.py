@@ -300,6 +300,11 @@ class RevisionGraph:
         """Everything ``rev`` needs, via down_revision and depends_on."""
         return self._walk([rev], self._deps, include_self)
 
+    def line_below(self, rev: str) -> set[str]:
+        """The revisions below ``rev`` on its ``down_revision`` lines (``depends_on`` left out:
+        a dependency sits on a branch of its own)."""
+        return self._walk([rev], self._parents, False)
+
     def descendants(self, rev: str, include_self: bool = True) -> set[str]:
         """Everything that needs ``rev``, via down_revision and depends_on."""
         return self._walk([rev], self._dependents, include_self)

@@ -410,6 +410,7 @@ class Operations:
 
     def delete_gsi(self, name: str, wait: bool = True) -> bool:
         """Drop a global secondary index; a no-op when it is already gone."""
+        schema.check_index_name("delete_gsi", name)
         info = describe_table(self._client, self.table_name)
         if name not in info.gsis:
             self.records.append(OpRecord("delete_gsi", f"{name} (already gone)"))
@@ -452,6 +453,9 @@ class Operations:
         """UpdateTable with any arguments (TableName is filled in); waits until ACTIVE. A call
         that only sets billing mode, stream, table class or deletion protection to what the
         table already has is a no-op."""
+        if "TableName" in kwargs:
+            raise UsageError(f"op.update_table: TableName is filled in (this table, {self.table_name}): "
+                             "leave it out")
         if schema.settings_hold(describe_table_raw(self._client, self.table_name), kwargs):
             self.records.append(OpRecord("update_table", f"{', '.join(sorted(kwargs))} (already so)"))
             return {}

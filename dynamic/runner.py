@@ -576,13 +576,14 @@ class Runner:
         record, resolved, steps = self.plan(command, target)
         self.check_reversible(steps)
         warnings = checksum_warnings(self.scripts, record.checksums)
+        self._warnings = warnings  # the steps' own warnings join them (--json shows them all)
         for w in warnings:
             self.report.log(f"warning: {w}")
         if steps and self.options.backup == "pitr":
             backups.require_pitr(self.client, self.table.name)
         if steps and self.options.settings.dask_scheduler:
             preflight(self.options.settings.dask_scheduler)  # before anything is written
-        if (steps or record.dirty) and not self.options.dry_run and self.options.max_errors:
+        if (steps or record.dirty) and self.options.max_errors:  # a dry run says where the list would go
             self._errors_file().check()
         if self.options.dry_run:
             dry: list[StepResult] = []
@@ -683,10 +684,14 @@ class Runner:
             guard=lease.check if lease else None,
             progress=self.report.progress,
             log=self.report.status,
-            warn=lambda msg: self.report.log(f"warning: {msg}"),
+            warn=self._warn,
             source=(str(self.scripts.get(rev).path), direction),
             errors=budget,
         )
+
+    def _warn(self, msg: str) -> None:
+        getattr(self, "_warnings", []).append(msg)
+        self.report.log(f"warning: {msg}")
 
     def _call(self, step: Step, op: Operations) -> None:
         script = self.scripts.get(step.revision.revision)
@@ -815,6 +820,9 @@ class Runner:
             # raised after the probe passed, perhaps mid-way
             return MigrationError(f"revision {rev} ({path}) {direction}grade stopped: "
                                   f"{type(e).__name__}: {e}; {left}")
+        if isinstance(e, UsageError) and not clean:  # the revision's own mistake: fixing it comes first
+            left = "it is left in progress: fix it, then " + dirty_advice(
+                self.graph, step.heads_before, dirty, self.scripts.versions)
         if isinstance(e, DynError):
             return type(e)(f"revision {rev} {direction}grade stopped: {e.message}; {left}")
         if isinstance(e, Exception):

@@ -15,6 +15,7 @@ local secondary indexes (fixed at table creation) and any other ``update_table``
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -100,14 +101,20 @@ class Index:
         return d
 
 
+def check_index_name(op: str, name: Any) -> None:
+    """DynamoDB's characters for index names (letters, digits, _ . -), checked before any call;
+    its length rule (3-255) is DynamoDB's to enforce: a refusal is one usage line too."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,255}", name):
+        raise UsageError(f"op.{op}: the index name must be letters, digits, _ . or -, got {name!r}")
+
+
 def index_from_args(name: str, partition_key: Any, sort_key: Any = None, projection: Any = "ALL",
                     throughput: Mapping[str, int] | None = None) -> Index:
     """What ``op.create_gsi(name, partition_key, sort_key, projection)`` asks for, validated:
     keys are ``(attribute, "S" | "N" | "B")``, projection ``"ALL"``, ``"KEYS_ONLY"`` or a
     list of attributes to include."""
     where = f"op.create_gsi({name!r})"
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"op.create_gsi: the index name must be a non-empty string, got {name!r}")
+    check_index_name("create_gsi", name)
     keys = []
     for what, key in (("partition_key", partition_key), ("sort_key", sort_key)):
         if key is None and what == "sort_key":

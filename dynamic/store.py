@@ -37,7 +37,7 @@ from botocore.exceptions import ClientError
 from packaging.version import InvalidVersion, Version
 
 from .dynamo import THROTTLE_CODES, TableInfo, error_code, translate
-from .errors import DynError, LeaseLost, TableError
+from .errors import ConfigError, DynError, LeaseLost, TableError
 
 HISTORY_INDEX_CAP = 1000  # PK-only tables: how many history items the version record indexes
 _TXN_MAX = 100  # items per TransactWriteItems
@@ -226,6 +226,15 @@ def _parse_record(item: dict | None) -> VersionRecord:
 
 
 # ---- layout ---------------------------------------------------------------------------------
+DEFAULT_META_PK = "_dyn"
+
+
+def _record_suffix(layout: "MetaLayout", item: dict) -> str:
+    """What follows dyn's meta key in a record's key: "version", "history#...", "checkpoint#..."."""
+    if layout.has_sort_key:
+        return item.get(layout.sk_name, {}).get("S", "")
+    return item.get(layout.pk_name, {}).get("S", "").partition("#")[2]
+
 
 class MetaLayout:
     """Where dyn's records live in a table of a given key shape, and how to keep scans off them."""
@@ -391,26 +400,67 @@ class Store:
                 f"format {ours}: upgrade dyn")
 
     def _check_meta_partition_free(self) -> None:
-        """Before dyn's first record: dyn's data operations skip the whole ``meta_pk`` partition,
-        so an application item there would be left out of every migration, without a word."""
-        if not self.layout.has_sort_key:
-            return  # id-only tables: dyn's records are "<meta_pk>#..." ids, not a partition
+        """Before dyn's first record under this ``meta_pk``: dyn's data operations skip its whole
+        partition (on a table without a sort key, every key starting ``<meta_pk>#``), so an
+        application item there would be left out of every migration without a word; and a table
+        dyn already migrated under the default ``_dyn`` would be migrated again from scratch,
+        dyn's own records with it."""
+        layout = self.layout
+        if str(layout.meta_pk) != DEFAULT_META_PK and layout.table.pk_type == "S":
+            default = MetaLayout(layout.table, DEFAULT_META_PK).version_key()
+            if self._get(default) is not None:
+                raise ConfigError(
+                    f"meta_pk = {layout.meta_pk!s}, but table {self.table.name} holds dyn's records under "
+                    f"the default \"{DEFAULT_META_PK}\" (it was migrated with it): leave meta_pk unset")
+        if layout.has_sort_key:
+            items = self._query_meta(layout)
+        else:
+            items = self._sample_prefix(layout)
+        # dyn's own records (history, checkpoints: a version record deleted by hand) are not the application's
+        found = [i for i in items if not _record_suffix(layout, i).startswith(("history#", "checkpoint#", "version"))]
+        if found:
+            key = found[0].get(layout.sk_name or layout.pk_name, {})
+            where = (f"names a partition of table {self.table.name} that holds the application's items (sort key "
+                     if layout.has_sort_key else
+                     f"is the start of keys of the application's items in table {self.table.name} (key ")
+            raise ConfigError(
+                f"meta_pk {layout.meta_pk!s} {where}{next(iter(key.values()), '?')!s} among them), and dyn's "
+                "migrations skip those: set meta_pk to a value no item uses (default \"_dyn\")")
+
+    def _get(self, key: dict) -> dict | None:
         try:
-            items = self.client.query(TableName=self.table.name, Limit=100,
-                                      KeyConditionExpression="#pk = :pk",
-                                      ExpressionAttributeNames={"#pk": self.layout.pk_name},
-                                      ExpressionAttributeValues={":pk": self.layout.meta_av}).get("Items", [])
+            return self.client.get_item(TableName=self.table.name, Key=key, ConsistentRead=True).get("Item")
         except Exception as e:
             raise self._aws(e) from None
-        # dyn's own records (history, checkpoints: a version record deleted by hand) are not the application's
-        found = [i for i in items if not i.get(self.layout.sk_name, {}).get("S", "").startswith(
-            ("history#", "checkpoint#", "version"))]
-        if found:
-            sk = found[0].get(self.layout.sk_name, {})
-            raise TableError(
-                f"meta_pk {self.layout.meta_pk!s} names a partition of table {self.table.name} that holds the "
-                f"application's items (sort key {next(iter(sk.values()), '?')!s} among them), and dyn's "
-                "migrations skip that whole partition: set meta_pk to a value no item uses (default \"_dyn\")")
+
+    def _query_meta(self, layout: "MetaLayout") -> list:
+        try:
+            return self.client.query(TableName=self.table.name, Limit=100, KeyConditionExpression="#pk = :pk",
+                                     ExpressionAttributeNames={"#pk": layout.pk_name},
+                                     ExpressionAttributeValues={":pk": layout.meta_av}).get("Items", [])
+        except Exception as e:
+            raise self._aws(e) from None
+
+    def _sample_prefix(self, layout: "MetaLayout", pages: int = 5) -> list:
+        """Keys starting ``<meta_pk>#`` among the first few thousand items (no sort key: dyn's
+        records are keys of their own, and finding every such key would mean a whole scan)."""
+        if str(layout.meta_pk) == DEFAULT_META_PK:
+            return []  # "_dyn#..." is dyn's own; an application would not choose it
+        kw: dict = {"TableName": self.table.name, "Limit": 1000,
+                    "FilterExpression": "begins_with(#pk, :prefix)",
+                    "ExpressionAttributeNames": {"#pk": layout.pk_name},
+                    "ExpressionAttributeValues": {":prefix": {"S": f"{layout.meta_pk}#"}}}
+        found: list = []
+        try:
+            for _ in range(pages):
+                page = self.client.scan(**kw)
+                found += page.get("Items", [])
+                if found or "LastEvaluatedKey" not in page:
+                    break
+                kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except Exception as e:
+            raise self._aws(e) from None
+        return found
 
     # ---- the version record ---------------------------------------------------------------
     def ensure_record(self) -> bool:

@@ -208,3 +208,14 @@ def test_a_merge_of_a_revision_and_its_own_descendant_is_refused(project):
     assert "aaaa1 is already below cccc3" in line and "`dyn heads`" in line, line
     assert len(list((project / "migrations" / "versions").glob("*.py"))) == 3  # nothing written
     assert [h["revision"] for h in json.loads(dyn("heads", "--json").stdout)] == ["cccc3"]
+
+
+def test_heads_joined_only_by_depends_on_can_be_merged(project):
+    """b1 depends on a1 but sits on a line of its own: `dyn heads` lists both, the advice says
+    `dyn merge heads`, and the merge must be allowed."""
+    write_rev(project, "aaaa1")
+    write_rev(project, "bbbb1", extra="depends_on = 'aaaa1'")
+    assert "dyn merge heads" in one_error_line(dyn("revision", "-m", "next"))
+    r = dyn("merge", "-m", "join", "heads", "--rev-id", "mmmm1")
+    assert r.exit_code == 0, r.output
+    assert [h["revision"] for h in json.loads(dyn("heads", "--json").stdout)] == ["mmmm1"]

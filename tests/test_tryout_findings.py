@@ -97,12 +97,32 @@ def test_a_meta_pk_naming_an_application_partition_is_refused(ddb_local, local_c
     root = project(tmp_path, table, ("c2000001_display", BACKFILL), meta_pk="USER#1")
     for args in (("upgrade", "head", "--dry-run"), ("upgrade", "head"), ("current",)):
         r = dyn(root, ddb_local.endpoint_url, *args)
-        assert r.returncode == 1, (args, r.stderr)
+        assert r.returncode == 2, (args, r.stderr)
         (line,) = _errors(r)
         assert "meta_pk USER#1 names a partition" in line and "PROFILE" in line, line
     assert scan_all(local_client, table) == before
     (root / "dyn.toml").write_text((root / "dyn.toml").read_text().replace('meta_pk = "USER#1"', ""))
     assert dyn(root, ddb_local.endpoint_url, "upgrade", "head").returncode == 0
+    # migrated under the default now: another meta_pk would start over, dyn's records included
+    (root / "dyn.toml").write_text((root / "dyn.toml").read_text() + 'meta_pk = "_dyn2"\n')
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--dry-run")
+    assert r.returncode == 2 and 'holds dyn\'s records under the default "_dyn"' in _errors(r)[0], r.stderr
+
+
+def test_a_meta_pk_prefixing_application_keys_is_refused_on_a_table_without_sort_key(ddb_local, local_client,
+                                                                                     tmp_path):
+    """Without a sort key dyn's records are keys "<meta_pk>#..." and its scans skip every key
+    starting so: meta_pk = "ORG" skipped all of ORG#0..ORG#19 ("updated 0 items", exit 0)."""
+    from test_backfill import put_items
+    table = create_table(local_client, sort_key=False)
+    put_items(local_client, table, [{"PK": f"ORG#{i}", "Type": "User", "Name": f"o{i}"} for i in range(20)])
+    before = scan_all(local_client, table)
+    root = project(tmp_path, table, ("c2000001_display", BACKFILL), meta_pk="ORG")
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head")
+    assert r.returncode == 2, r.stderr
+    (line,) = _errors(r)
+    assert "meta_pk ORG is the start of keys of the application's items" in line and "ORG#" in line, line
+    assert scan_all(local_client, table) == before
 
 
 @pytest.mark.parametrize("args, env, says", [
@@ -110,6 +130,7 @@ def test_a_meta_pk_naming_an_application_partition_is_refused(ddb_local, local_c
     ((), {"DYN_META_PK": ""}, "meta_pk (from DYN_META_PK) is empty"),
     ((), {"DYN_ENDPOINT_URL": "notaurl"}, "endpoint_url (from DYN_ENDPOINT_URL) must be a URL"),
     ((), {"AWS_ENDPOINT_URL_DYNAMODB": "notaurl"}, "Invalid endpoint: notaurl: give a URL"),
+    ((), {"AWS_REGION": "us east 1", "AWS_DEFAULT_REGION": "us east 1"}, "(--region, region in dyn.toml, or AWS_REGION)"),
     ((), {"DYN_DASK_SCHEDULER": "bogus"}, "'bogus' (--dask-scheduler, DYN_DASK_SCHEDULER or dask_scheduler"),
 ])
 def test_bad_run_settings_are_one_usage_line(ddb_local, local_client, tmp_path, args, env, says):
@@ -145,7 +166,10 @@ def downgrade(op):
 @pytest.mark.parametrize("call, says", [
     ('op.update_ttl("")', "op.update_ttl: Parameter validation failed: Invalid length"),
     ("op.update_table(Foo=1)", 'op.update_table: Parameter validation failed: Unknown parameter in input: "Foo"'),
-    ('op.create_gsi("a b", partition_key=("X", "S"))', "op.create_gsi: DynamoDB refused it:"),
+    ('op.create_gsi("a b", partition_key=("X", "S"))', "op.create_gsi: the index name must be letters"),
+    ("op.delete_gsi(5)", "op.delete_gsi: the index name must be letters, digits, _ . or -, got 5"),
+    ('op.delete_gsi("no such index!!")', "op.delete_gsi: the index name must be"),
+    ('op.update_table(BillingMode="PAY_PER_REQUEST", TableName="other")', "op.update_table: TableName"),
 ])
 def test_bad_schema_arguments_are_one_line_and_leave_nothing_in_progress(ddb_local, local_client, tmp_path,
                                                                          call, says):
@@ -160,3 +184,30 @@ def test_bad_schema_arguments_are_one_line_and_leave_nothing_in_progress(ddb_loc
     assert says in line and "it wrote nothing" in line, line
     current = json.loads(dyn(root, ddb_local.endpoint_url, "current", "--json").stdout)
     assert current["dirty"] is None and current["heads"] == [], current
+
+
+def test_stamp_takes_a_relative_target_and_dry_runs_check_the_errors_file(ddb_local, local_client, tmp_path):
+    table = create_table(local_client)
+    second = BACKFILL.replace('revision = "c2000001"\ndown_revision = None',
+                              'revision = "c2000002"\ndown_revision = "c2000001"')
+    root = project(tmp_path, table, ("c2000001_display", BACKFILL), ("c2000002_again", second))
+    assert dyn(root, ddb_local.endpoint_url, "stamp", "head").returncode == 0
+    r = dyn(root, ddb_local.endpoint_url, "stamp", "-1")  # read as an option before
+    assert r.returncode == 0, r.stderr
+    assert "c2000001" in dyn(root, ddb_local.endpoint_url, "current").stdout
+    r = dyn(root, ddb_local.endpoint_url, "upgrade", "head", "--dry-run", "--max-errors", "5",
+            "--errors-file", str(tmp_path / "no" / "such" / "x.jsonl"))
+    assert r.returncode == 2 and "cannot be written" in _errors(r)[0], r.stderr
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "ftp://x", "localhost:8000"])
+def test_malformed_endpoints_are_config_errors(tmp_path, url):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "dyn.toml").write_text(f'[dyn]\ntable = "Tab"\nendpoint_url = "{url}"\n')
+    r = subprocess.run([sys.executable, "-m", "dynamic.cli", "current"], cwd=tmp_path, capture_output=True,
+                       text=True, env={**os.environ, "AWS_REGION": "us-east-1"}, timeout=60)
+    assert r.returncode == 2, r.stderr
+    (line,) = _errors(r)
+    assert "endpoint_url" in line and "must be a URL" in line, line

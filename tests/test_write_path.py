@@ -290,6 +290,12 @@ def test_an_update_reading_the_whole_item_is_written_with_a_warning(ddb_local, l
     assert len(warnings) == 1, r.stderr
     assert "update() read the whole item" in warnings[0] and "on 3 items" in warnings[0]
     assert "by name" in warnings[0]
+    import json
+    other = create_table(local_client)
+    put_items(local_client, other, [{"PK": "U#1", "SK": "T", "Type": "Thing", "a": 1}])
+    again = _whole_project(tmp_path / "again", other, write_mode, 'lambda item: {"m": len(item)}')
+    out = json.loads(dyn(again, ddb_local.endpoint_url, "upgrade", "head", "--json").stdout)
+    assert len(out["warnings"]) == 1 and "update() read the whole item" in out["warnings"][0], out["warnings"]
     assert sorted(int(i["n"]["N"]) for i in scan_all(local_client, table) if "n" in i) == [4, 4, 4]
 
 
