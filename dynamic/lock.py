@@ -238,6 +238,8 @@ class Lease:
         self._done = False  # released or abandoned
         self._mutex = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # renew now (beat_every)
+        self._interval = min(info.lease_seconds / 3, HEARTBEAT_MAX)
         self._thread = threading.Thread(target=self._heartbeat, name=f"dyn-lease-{self.token[:8]}",
                                         daemon=True)
         self._thread.start()
@@ -272,10 +274,17 @@ class Lease:
 
     # ---- heartbeat ----------------------------------------------------------------------
     def _heartbeat(self) -> None:
-        interval = min(self.info.lease_seconds / 3, HEARTBEAT_MAX)
-        while not self._stop.wait(interval):
-            if not self._renew():
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set() or not self._renew():
                 return
+
+    def beat_every(self, seconds: float) -> None:
+        """Renew at least every ``seconds`` from now on, starting at once: Dask workers write
+        only after they saw a renewal, so theirs come sooner."""
+        self._interval = max(0.2, min(float(seconds), self._interval))
+        self._wake.set()
 
     def _renew(self) -> bool:
         """One renewal, transient failures retried until the lease would run out."""
@@ -307,6 +316,7 @@ class Lease:
 
     def _stop_heartbeat(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=max(5.0, self.info.lease_seconds))
 

@@ -326,6 +326,9 @@ class RunResult:
         return d
 
 
+DASK_HEARTBEAT = 1.0  # seconds between renewals while Dask workers watch the lock
+
+
 class RevisionExited(Exception):
     """A revision's ``upgrade``/``downgrade`` called ``sys.exit()``: a failure like any other."""
 
@@ -666,6 +669,8 @@ class Runner:
         if lease is not None and settings.dask_scheduler:
             changes["remote_lease"] = RemoteLease(self.table.name, self.store.layout.version_key(),
                                                   lease.token, lease.lease_seconds)
+            if hasattr(lease, "beat_every"):
+                lease.beat_every(DASK_HEARTBEAT)  # a worker's first write waits to see a renewal
         if changes:
             settings = replace(settings, **changes)
         budget = self._budget(step, dry_run) if budget is None else budget

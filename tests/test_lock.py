@@ -495,3 +495,17 @@ def test_a_dask_worker_keeps_writing_while_the_heartbeat_moves(local_client, lea
         calls += 1
         time.sleep(0.05)
     assert watch.lost is None and calls > 40
+
+
+def test_a_lease_beats_faster_when_asked(local_client, leases):
+    """While Dask workers watch the lock they wait to see a renewal before writing: the holder
+    renews at once when asked, then at the asked pace (not every 5 s of a 60 s lease)."""
+    store = make_store(local_client)
+    lease = take(store, leases, lease_seconds=60)
+    seen = {locklib.read_lock(store).rvn}
+    lease.beat_every(0.3)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        seen.add(locklib.read_lock(store).rvn)
+        time.sleep(0.05)
+    assert len(seen) >= 4, seen  # the first one, one at once, and about one each 0.3 s
