@@ -25,8 +25,8 @@ from .errors import (ChecksumMismatch, DirtyState, Drifted, MultipleHeads, NotAt
 from .graph import Revision
 from .operations import OpSettings
 from .progress import Reporter
-from .runner import (ErrorsFile, RunOptions, RunResult, Runner, checksum_warnings, data_operations, dirty_advice,
-                     dirty_message, irreversible_reason, one_revision, utc_z)
+from .runner import (ErrorsFile, RunOptions, RunResult, Runner, checksum_changes, checksum_warnings, data_operations,
+                     dirty_advice, dirty_message, irreversible_reason, one_revision, utc_z)
 from .scripts import TEMPLATE_NAME, ScriptDirectory, render, templates_dir
 from .store import Store
 
@@ -521,16 +521,16 @@ def _gate(project: Project):
     g.check_known(record.heads)
     if record.dirty:  # first: the fix its advice asks for may well be an edit of an applied file
         raise _dirty_error(project, record)
-    changed = checksum_warnings(project.scripts, record.checksums)
+    changed = checksum_changes(project.scripts, record.checksums)
     if changed:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        for w in changed[1:]:
+        for _, w in changed[1:]:
             project.log(f"warning: {w}")
-        rev = changed[0].split()[1]  # "revision <id> ..."
+        rev, text = changed[0]
         fix = ("restore the file, or accept the change with "
                f"`dyn stamp --reset-checksum {rev}`" if rev in project.scripts.scripts else
                "restore the file")
-        raise ChecksumMismatch(f"{changed[0]}{more}: {fix}")
+        raise ChecksumMismatch(f"{text}{more}: {fix}")
     pending = g.upgrade_plan(record.heads, g.heads)
     if pending:
         names = ", ".join(s.revision.revision for s in pending)

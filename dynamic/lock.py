@@ -257,20 +257,17 @@ class Lease:
     def _valid_until(self) -> float:
         return self._renewed_at + self.info.lease_seconds * (1 - _SAFETY)
 
-    def remaining(self) -> float:
-        """Seconds this runner may still write on its last renewal (0 once lost): how long a
-        confirmation handed on to worker processes may last."""
-        return 0.0 if self.lost else max(0.0, self._valid_until() - self._clock())
-
-    def check(self) -> None:
+    def check(self) -> float:
         """Called before writing to the table: raises LeaseLost if this runner may no longer
-        hold the lock."""
+        hold the lock; else returns the seconds it may still write on its last renewal (how long
+        a confirmation handed on to worker processes may last)."""
         if self.lost:
             how = ("another runner took it over or it was force-released" if self._refused else
                    f"it could not be renewed for {self.info.lease_seconds * (1 - _SAFETY):.0f}s")
             raise LeaseLost(
                 f"lost the migration lock on table {self.store.table.name}: {how}; this runner "
                 "stopped before writing anything else")
+        return max(0.0, self._valid_until() - self._clock())
 
     # ---- heartbeat ----------------------------------------------------------------------
     def _heartbeat(self) -> None:

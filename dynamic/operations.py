@@ -480,22 +480,19 @@ class Operations:
         """One schema change. Arguments refused (by botocore's checks, or DynamoDB's
         ValidationException) are the revision's mistake, and nothing was changed: one line, and
         the step does not count as touched; anything else may have applied."""
-        self._guard()
+        touched_before = self.touched
+        self._writing()
         try:
-            result = call()
+            return call()
         except ParamValidationError as e:
+            self.touched = touched_before
             raise UsageError(f"op.{what}: {' '.join(str(e).split())}") from None
         except ClientError as e:
-            if error_code(e) == "ValidationException":
-                msg = e.response.get("Error", {}).get("Message", "") or str(e)
-                raise UsageError(f"op.{what}: DynamoDB refused it: {msg}") from None
-            self.touched = True
-            raise
-        except BaseException:
-            self.touched = True
-            raise
-        self.touched = True
-        return result
+            if error_code(e) != "ValidationException":
+                raise
+            self.touched = touched_before
+            msg = e.response.get("Error", {}).get("Message", "") or str(e)
+            raise UsageError(f"op.{what}: DynamoDB refused it: {msg}") from None
 
     def _wait(self, ready: Callable[[dict], bool], what: str) -> None:
         deadline = time.monotonic() + self.settings.wait_timeout

@@ -343,16 +343,22 @@ def _ordinal(n: int) -> str:
     return f"{n:,}{suffix}"
 
 
-def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list[str]:
-    """Applied revisions whose file changed, or vanished, since they ran."""
+def checksum_changes(scripts: ScriptDirectory, applied: dict[str, str]) -> list[tuple[str, str]]:
+    """``(revision, what happened)`` for each applied revision whose file changed, or vanished,
+    since it ran."""
     out = []
     for rev, recorded in sorted(applied.items()):
         s = scripts.scripts.get(rev)
         if s is None:
-            out.append(f"revision {rev} was applied but its file is missing from {scripts.versions}")
+            out.append((rev, f"revision {rev} was applied but its file is missing from {scripts.versions}"))
         elif recorded and s.checksum != recorded:
-            out.append(f"revision {rev} ({s.revision.path}) changed since it was applied")
+            out.append((rev, f"revision {rev} ({s.revision.path}) changed since it was applied"))
     return out
+
+
+def checksum_warnings(scripts: ScriptDirectory, applied: dict[str, str]) -> list[str]:
+    """Applied revisions whose file changed, or vanished, since they ran."""
+    return [text for _, text in checksum_changes(scripts, applied)]
 
 
 def utc_z(value: Any) -> Any:
@@ -509,6 +515,7 @@ class Runner:
         self.options = options or RunOptions()
         o = self.options
         self.report: Reporter = o.reporter or Reporter(log=o.log, progress=o.progress)
+        self._warnings: list[str] = []  # this run's, for its result (--json) as well as stderr
 
     # ---- planning (no writes) ---------------------------------------------------------
     def _read(self):
@@ -578,8 +585,7 @@ class Runner:
         t0 = time.monotonic()
         record, resolved, steps = self.plan(command, target)
         self.check_reversible(steps)
-        warnings = checksum_warnings(self.scripts, record.checksums)
-        self._warnings = warnings  # the steps' own warnings join them (--json shows them all)
+        warnings = self._warnings = checksum_warnings(self.scripts, record.checksums)  # the steps' join them
         for w in warnings:
             self.report.log(f"warning: {w}")
         if steps and self.options.backup == "pitr":
@@ -695,7 +701,7 @@ class Runner:
         )
 
     def _warn(self, msg: str) -> None:
-        getattr(self, "_warnings", []).append(msg)
+        self._warnings.append(msg)
         self.report.log(f"warning: {msg}")
 
     def _call(self, step: Step, op: Operations) -> None:
@@ -706,7 +712,6 @@ class Runner:
         except SystemExit as e:  # would end dyn with its code (0: "success") half-way through a step
             raise RevisionExited(f"the revision called sys.exit({e.code!r}); raise an exception to fail "
                                  "a step") from None
-
 
     def _title(self, step: Step, dry_run: bool = False, resumed: bool = False) -> str:
         verb = {"up": "upgrading", "down": "reverting"}.get(step.direction, step.direction)
@@ -817,7 +822,11 @@ class Runner:
             msg = e.message if isinstance(e, DynError) else f"{type(e).__name__}: {e}"
             return MigrationError(f"revision {rev} {direction}grade stopped: {msg}; {left}")
         else:
-            left = (f"it is left in progress: "
+            # the revision's own mistake (an exception of its code, or bad op arguments): fixing it
+            # comes before resuming
+            own = isinstance(e, UsageError) or (isinstance(e, Exception) and not isinstance(
+                e, (DynError, NotImplementedError)))
+            left = (f"it is left in progress: {'fix it, then ' if own else ''}"
                     f"{dirty_advice(self.graph, step.heads_before, dirty, self.scripts.versions)}")
         if isinstance(e, KeyboardInterrupt):
             return Interrupted(f"interrupted during {direction}grade of revision {rev}; {left}")
@@ -825,16 +834,9 @@ class Runner:
             # raised after the probe passed, perhaps mid-way
             return MigrationError(f"revision {rev} ({path}) {direction}grade stopped: "
                                   f"{type(e).__name__}: {e}; {left}")
-        if isinstance(e, UsageError) and not clean:  # the revision's own mistake: fixing it comes first
-            left = "it is left in progress: fix it, then " + dirty_advice(
-                self.graph, step.heads_before, dirty, self.scripts.versions)
         if isinstance(e, DynError):
             return type(e)(f"revision {rev} {direction}grade stopped: {e.message}; {left}")
         if isinstance(e, Exception):
-            fix = "" if clean else "fix it, then "
-            if not clean:
-                left = f"it is left in progress: {fix}" + dirty_advice(
-                    self.graph, step.heads_before, dirty, self.scripts.versions)
             return MigrationError(f"revision {rev} {direction}grade failed: {type(e).__name__}: {e} "
                                   f"({path}); {left}")
         return e  # SystemExit and the like: as they are

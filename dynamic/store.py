@@ -239,7 +239,7 @@ def _record_suffix(layout: "MetaLayout", item: dict) -> str:
 class MetaLayout:
     """Where dyn's records live in a table of a given key shape, and how to keep scans off them."""
 
-    def __init__(self, table: TableInfo, meta_pk: str = "_dyn"):
+    def __init__(self, table: TableInfo, meta_pk: str = DEFAULT_META_PK):
         self.table = table
         self.pk_name = table.pk_name
         self.sk_name = table.sk_name
@@ -366,12 +366,7 @@ class Store:
     # ---- reading ------------------------------------------------------------------------
     def read_raw(self) -> dict | None:
         """The version record as a raw item (ConsistentRead), or None when there is none."""
-        try:
-            r = self.client.get_item(
-                TableName=self.table.name, Key=self.layout.version_key(), ConsistentRead=True)
-        except Exception as e:
-            raise self._aws(e) from None
-        return r.get("Item")
+        return self._get(self.layout.version_key())
 
     def read(self) -> VersionRecord:
         """Called before planning and again once the lock is held; a strongly consistent read.
@@ -380,7 +375,8 @@ class Store:
 
     def check_format(self, record: VersionRecord) -> None:
         """Called after every read that leads to a decision: refuses a record written by a
-        newer, incompatible dyn (its format is newer than this dyn's FORMAT_VERSION)."""
+        newer, incompatible dyn (its format is newer than this dyn's FORMAT_VERSION), and, before
+        dyn's first record, a ``meta_pk`` that would hide application items or dyn's own records."""
         import dynamic
 
         if not record.exists:
@@ -425,9 +421,10 @@ class Store:
                      f"is the start of keys of the application's items in table {self.table.name} (key ")
             raise ConfigError(
                 f"meta_pk {layout.meta_pk!s} {where}{next(iter(key.values()), '?')!s} among them), and dyn's "
-                "migrations skip those: set meta_pk to a value no item uses (default \"_dyn\")")
+                f"migrations skip those: set meta_pk to a value no item uses (default \"{DEFAULT_META_PK}\")")
 
     def _get(self, key: dict) -> dict | None:
+        """One of dyn's records (or None), strongly consistent."""
         try:
             return self.client.get_item(TableName=self.table.name, Key=key, ConsistentRead=True).get("Item")
         except Exception as e:

@@ -74,7 +74,7 @@ def backfill(
     workers: int | None = None,
     page_size: int | None = None,
     checkpoints: Checkpoints | None = None,
-    guard: Callable[[], None] | None = None,
+    guard: Callable[[], float | None] | None = None,
     dry_run: bool = False,
     max_wcu: float | None = None,
     max_rcu: float | None = None,
@@ -97,7 +97,8 @@ def backfill(
     None. Items already holding the returned values are not written. ``filter`` (checked again
     by every write) and ``exclude`` (the scan only) are boto3 conditions (``Attr(...)``);
     ``is_meta(raw_item)`` skips bookkeeping items client-side as well. ``guard()`` is called
-    before every write and stops the run by raising. ``segments`` defaults from the table's
+    before every write and stops the run by raising (it may return the seconds the run still
+    holds its lock: worker processes are let write no longer). ``segments`` defaults from the table's
     size, ``workers`` from the client's connection pool; a resume keeps the checkpointed
     segment count. ``dry_run`` scans and calls ``update`` but writes nothing (and neither
     reads nor saves checkpoints); its result is the real run's estimate, from ``sample`` percent

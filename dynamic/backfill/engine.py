@@ -28,7 +28,7 @@ FINAL_FLUSH_SECONDS = 10.0  # retry budget of the last save after a failure
 def run(client: Any, table: TableInfo, kind: str, fn: Callable | None, *, filter: Any = None,
         exclude: Any = None, is_meta: Callable[[dict], bool] | None = None, segments: int | None = None,
         workers: int | None = None, page_size: int | None = None, checkpoints: Checkpoints | None = None,
-        guard: Callable[[], None] | None = None, dry_run: bool = False, max_wcu: float | None = None,
+        guard: Callable[[], float | None] | None = None, dry_run: bool = False, max_wcu: float | None = None,
         max_rcu: float | None = None, progress: Any = None, label: str = "backfill",
         checkpoint_interval: float = DEFAULT_INTERVAL, write_mode: str = "batch",
         max_retry_seconds: float = 600.0, executor: Executor | None = None, processes: int | None = 1,
@@ -106,7 +106,7 @@ class Engine:
     """Runs one job in this process: the parent side of any executor."""
 
     def __init__(self, client: Any, job: Job, positions: dict, *, checkpoints: Checkpoints | None,
-                 guard: Callable[[], None] | None, max_wcu: float | None, max_rcu: float | None,
+                 guard: Callable[[], float | None] | None, max_wcu: float | None, max_rcu: float | None,
                  progress: Any, checkpoint_interval: float, executor: Executor, errors: Any = None):
         self.client = client
         self.errors = errors  # record(key, error) for a failing item (failures.ErrorBudget)

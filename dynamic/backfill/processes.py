@@ -161,15 +161,14 @@ class _Relay:
 
     def confirm(self) -> bool:
         try:
-            self.engine.caller.guard()
+            left = self.engine.caller.guard()  # a Lease's check: the seconds it still holds
         except BaseException as e:  # noqa: BLE001 - the lease is gone (or cannot be known)
             self.value.value = -1.0
             self.error = e
             self.engine.stop.set()
             return False
-        holder = getattr(self.engine.caller.guard, "__self__", None)  # the Lease, when guard is its check
-        left = holder.remaining() if callable(getattr(holder, "remaining", None)) else LEASE_WINDOW
-        self.value.value = time.monotonic() + min(LEASE_WINDOW, left)
+        window = LEASE_WINDOW if left is None else min(LEASE_WINDOW, left)
+        self.value.value = time.monotonic() + window
         return True
 
     def _loop(self) -> None:

@@ -56,7 +56,7 @@ class Caller:
     """Makes the engine's calls: waits for the rate budget, checks the lease before a write,
     retries what is worth retrying, and gives up after ``max_retry_seconds`` of failures."""
 
-    def __init__(self, *, stop: threading.Event, guard: Callable[[], None] | None = None,
+    def __init__(self, *, stop: threading.Event, guard: Callable[[], float | None] | None = None,
                  wcu: TokenBucket | None = None, rcu: TokenBucket | None = None,
                  max_retry_seconds: float = 600.0, label: str = "backfill"):
         self.stop = stop
