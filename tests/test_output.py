@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from conftest import create_table, scan_all
+from conftest import scan_all
 from dynamic.runner import StepResult, op_phrase, ops_phrase
-from test_runner import Project, seed
+from test_runner import three_counters
 
 pytestmark = pytest.mark.local
 
@@ -37,13 +37,7 @@ def downgrade(op):
 
 @pytest.fixture
 def proj(local_client, ddb_local, tmp_path):
-    table = create_table(local_client)
-    seed(local_client, table)
-    p = Project(tmp_path, table, ddb_local.endpoint_url)
-    p.client = local_client
-    p.rev("aaaa11", None, "c1")
-    p.rev("bbbb22", "aaaa11", "c2")
-    p.rev("cccc33", "bbbb22", "c3")
+    p = three_counters(local_client, ddb_local.endpoint_url, tmp_path)
     p.rev("dddd44", "cccc33", source=DELETE_REV.format())
     return p
 

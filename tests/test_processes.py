@@ -207,24 +207,30 @@ def test_a_lost_lease_stops_every_worker_process(ddb_local, local_client, tmp_pa
     assert len(late) < 3000
 
 
-def test_without_fork_workers_load_the_revision_again(ddb_local, local_client, tmp_path, monkeypatch):
-    """Where a platform has no fork (Windows), a worker process starts fresh: it loads the
-    revision file by path and takes the function of the same data operation, closures, helpers
-    and all. Forced here with the spawn start method."""
+def upgrade_in_spawned_workers(monkeypatch, root, endpoint: str) -> None:
+    """`dyn upgrade head --processes 2` in this process, its workers started with spawn (as on a
+    platform without fork): they load the revision file again."""
     from typer.testing import CliRunner
 
     from dynamic.backfill import processes
     from dynamic.cli import app
 
+    monkeypatch.setattr(processes, "start_method", lambda: "spawn")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+    r = CliRunner().invoke(app, ["upgrade", "head", "--processes", "2", "--json"])
+    assert r.exit_code == 0, r.stderr
+
+
+def test_without_fork_workers_load_the_revision_again(ddb_local, local_client, tmp_path, monkeypatch):
+    """Where a platform has no fork (Windows), a worker process starts fresh: it loads the
+    revision file by path and takes the function of the same data operation, closures, helpers
+    and all. Forced here with the spawn start method."""
     table = seed(local_client, 600)
     source = STAMP.replace("def upgrade(op):\n", "def upgrade(op):\n    op.create_gsi('ByLabel', ('label', 'S'))\n"
                                                  "    op.backfill(lambda item: None)\n")
     root = project(tmp_path, table, ("e1000001_stamp", source), segments=4)
-    monkeypatch.setattr(processes, "start_method", lambda: "spawn")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_local.endpoint_url)
-    r = CliRunner().invoke(app, ["upgrade", "head", "--processes", "2", "--json"])
-    assert r.exit_code == 0, r.stderr
+    upgrade_in_spawned_workers(monkeypatch, root, ddb_local.endpoint_url)
     items = things(local_client, table)
     assert len(items) == 600 and {i["n"]["N"] for i in items} == {"1"}
     assert all(i["label"]["S"] == i["PK"]["S"] + "-x" for i in items)

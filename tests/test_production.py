@@ -11,7 +11,7 @@ from dynamic import backup as backups
 from dynamic import commands
 from dynamic.config import load_config
 from dynamic.errors import EXIT_CHECKSUM, EXIT_USAGE
-from test_runner import Project, counts, seed
+from test_runner import Project, counts, three_counters
 
 IRREVERSIBLE_ATTR = '''\
 """drop legacy attribute"""
@@ -54,14 +54,7 @@ def downgrade(op):
 
 @pytest.fixture
 def proj(local_client, ddb_local, tmp_path):
-    table = create_table(local_client)
-    seed(local_client, table)
-    p = Project(tmp_path, table, ddb_local.endpoint_url)
-    p.client = local_client
-    p.rev("aaaa11", None, "c1")
-    p.rev("bbbb22", "aaaa11", "c2")
-    p.rev("cccc33", "bbbb22", "c3")
-    return p
+    return three_counters(local_client, ddb_local.endpoint_url, tmp_path)
 
 
 @pytest.mark.local

@@ -279,10 +279,7 @@ def test_worker_processes_rename_and_move(ddb_local, local_client, tmp_path):
 def test_workers_without_fork_find_both_operations_again(ddb_local, local_client, tmp_path, monkeypatch):
     """Without fork a worker loads the revision file and takes the function of the N-th data
     operation: the move's transform (closure-free here) and the rename's names."""
-    from typer.testing import CliRunner
-
-    from dynamic.backfill import processes
-    from dynamic.cli import app
+    from test_processes import upgrade_in_spawned_workers
 
     table = create_table(local_client)
     put_items(local_client, table, things(300) + [{"PK": f"USER#{i:04d}", "SK": "PROFILE", "Type": "User",
@@ -291,11 +288,7 @@ def test_workers_without_fork_find_both_operations_again(ddb_local, local_client
                         '    op.rename_attribute("phone", "phoneNumber", filter=Attr("Type").eq("User"))\n'
                         '    op.move_items(into_group, filter=Attr("Type").eq("Thing"))\n')
     root = project(tmp_path, table, ("m1400001_both", both), segments=4)
-    monkeypatch.setattr(processes, "start_method", lambda: "spawn")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_local.endpoint_url)
-    r = CliRunner().invoke(app, ["upgrade", "head", "--processes", "2", "--json"])
-    assert r.exit_code == 0, r.stderr
+    upgrade_in_spawned_workers(monkeypatch, root, ddb_local.endpoint_url)
     items = moved_once(local_client, table, 300)
     assert len({i["pid"] for i in items}) == 2
     users = [i for i in plain_items(local_client, table) if i.get("Type") == "User"]

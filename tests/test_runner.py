@@ -81,6 +81,17 @@ def seed(client, table, n=50, sort_key=True):
         client.put_item(TableName=table, Item=item)
 
 
+def three_counters(client, endpoint: str, root: Path) -> Project:
+    """A seeded table and a project of three counting revisions: aaaa11 -> bbbb22 -> cccc33."""
+    table = create_table(client)
+    seed(client, table)
+    p = Project(root, table, endpoint)
+    p.client = client
+    for rev, down, attr in (("aaaa11", None, "c1"), ("bbbb22", "aaaa11", "c2"), ("cccc33", "bbbb22", "c3")):
+        p.rev(rev, down, attr)
+    return p
+
+
 @pytest.fixture(params=[True, False], ids=["pk+sk", "pk-only"])
 def proj(request, local_client, ddb_local, tmp_path):
     table = create_table(local_client, sort_key=request.param)
